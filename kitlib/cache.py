@@ -1,0 +1,285 @@
+"""The decoded-image cache: every image decoded once, resized, held as one uint8 tensor.
+
+Training then reads pixels from memory instead of decoding files every epoch. The array is
+built by worker processes writing straight into a memory-mapped .npy file (no pickling of pixels),
+kept in the kit's cache folder (never the data folder), and keyed by the file list, sizes and
+modification times, the output size and the fit mode: the second load is a file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from kitlib.errors import KitError
+from kitlib.runtime import cache_dir as default_cache_dir, cpu_count
+
+FITS = ("squash", "pad", "crop")
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+CHUNK = 256  # images per worker task: small enough for a smooth progress bar
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded data set: pixels as stored on disk, in the file order given."""
+
+    images: torch.Tensor
+    """(N, 3, H, W) uint8."""
+    masks: torch.Tensor | None
+    """(N, 1, H, W) uint8, zeros where an image has no mask; None when no image has one."""
+    path: Path
+    """The cache folder it was read from."""
+
+
+def decode(paths: Sequence[str | Path], *, size: int | tuple[int, int] | None = None,
+           fit: str = "squash", mask_paths: Sequence[str | Path | None] | None = None,
+           cache: str | Path | None = None, workers: int | None = None,
+           progress: bool = True) -> Decoded:
+    """Decode images (and masks) once into uint8 tensors at `size`, reusing the cache when valid.
+
+    `size` is (H, W) or one int for squares; None keeps the most common size of the images.
+    `fit` says how other shapes reach it: 'squash' (stretch), 'pad' (letterbox in black) or
+    'crop' (cover, then center-crop).
+    """
+    if fit not in FITS:
+        raise KitError(f"fit={fit!r}: choose one of {', '.join(FITS)}.")
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise KitError("no images to decode: the table is empty.")
+    has_masks = mask_paths is not None and any(m is not None and m == m for m in mask_paths)
+    masks = [Path(m) if isinstance(m, (str, Path)) else None for m in mask_paths] if has_masks else None
+    height, width = _resolve_size(size, paths)
+    folder = Path(cache or default_cache_dir("images")) / _key(paths, masks, (height, width), fit)
+    if not (folder / "meta.json").exists():
+        _build(folder, paths, masks, (height, width), fit, workers or cpu_count(), progress)
+    return _load(folder)
+
+
+def decode_table(table, **options) -> Decoded:
+    """`decode` the `image` and `mask` columns of a sample or test table."""
+    return decode(list(table["image"]), mask_paths=list(table["mask"]), **options)
+
+
+def _resolve_size(size, paths: list[Path]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if size is not None:
+        return int(size[0]), int(size[1])
+    step = max(1, len(paths) // 200)  # headers of ~200 images, spread over the list, are enough
+    sizes = Counter()
+    for path in paths[::step]:
+        try:
+            with Image.open(path) as im:
+                sizes[im.size] += 1
+        except OSError as error:
+            raise KitError(f"{path}: not a readable image ({error}). Delete or replace it.") from error
+    (w, h), count = sizes.most_common(1)[0]
+    if len(sizes) > 1:
+        print(f"images have {len(sizes)} sizes; using the most common, {w}x{h} "
+              f"({count} of {sum(sizes.values())} sampled); pass size= to choose")
+    return h, w
+
+
+def _key(paths, masks, size, fit) -> str:
+    """A digest of everything the pixels depend on: files (path, bytes, mtime), size, fit."""
+    digest = hashlib.sha1(json.dumps([CACHE_VERSION, list(size), fit]).encode())
+    for path in paths + (masks or []):
+        if path is None:
+            digest.update(b"-\n")
+            continue
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding one image: any mode PIL reads, EXIF orientation, then the fit geometry.
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode: 16-bit scaled down, transparency composited onto black."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(im)
+        top = 65535.0 if im.mode.startswith("I;16") or array.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _to_mask(im: Image.Image) -> Image.Image:
+    """Masks keep their values: palette indices stay indices, 16-bit is scaled to 8-bit."""
+    if im.mode in ("L", "P"):
+        return im if im.mode == "L" else Image.fromarray(np.asarray(im), "L")
+    if im.mode.startswith("I") or im.mode == "F":
+        return _to_rgb(im).convert("L")
+    return im.convert("L")
+
+
+def _fit(im: Image.Image, size: tuple[int, int], fit: str, resample: int) -> Image.Image:
+    height, width = size
+    w, h = im.size
+    if (w, h) == (width, height):
+        return im
+    if fit == "squash":
+        return im.resize((width, height), resample)
+    scale = min(width / w, height / h) if fit == "pad" else max(width / w, height / h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    im = im.resize(new, resample)
+    left, top = (new[0] - width) // 2, (new[1] - height) // 2
+    if fit == "crop":
+        return im.crop((left, top, left + width, top + height))
+    canvas = Image.new(im.mode, (width, height))
+    canvas.paste(im, (-left, -top))
+    return canvas
+
+
+def _open(path: Path, size: tuple[int, int]) -> Image.Image:
+    im = Image.open(path)
+    if im.format == "JPEG":  # decode big JPEGs at a reduced scale, still >= 2x the target
+        im.draft("RGB", (2 * size[1], 2 * size[0]))
+    if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag says "rotate me"
+        im = ImageOps.exif_transpose(im)
+    return im
+
+
+def read_image(path: Path, size: tuple[int, int], fit: str) -> np.ndarray:
+    """One image as (3, H, W) uint8, exactly as the cache stores it."""
+    with _open(path, size) as im:
+        return np.asarray(_fit(_to_rgb(im), size, fit, Image.BILINEAR)).transpose(2, 0, 1)
+
+
+def read_mask(path: Path, size: tuple[int, int], fit: str, image_path: Path) -> np.ndarray:
+    """One mask as (1, H, W) uint8, resized with nearest neighbour so labels stay labels."""
+    with Image.open(path) as im, Image.open(image_path) as image:
+        if _oriented_size(im) != _oriented_size(image):
+            raise OSError("mask is {}x{} but its image {} is {}x{}".format(
+                *_oriented_size(im), image_path.name, *_oriented_size(image)))
+        if im.getexif().get(0x0112, 1) != 1:
+            im = ImageOps.exif_transpose(im)
+        return np.asarray(_fit(_to_mask(im), size, fit, Image.NEAREST))[None]
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, read from the header alone."""
+    w, h = im.size
+    return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building: worker processes fill a memory-mapped .npy; the finished file is renamed into place.
+
+_JOB: dict = {}  # the build job, inherited by forked workers or passed to spawned ones
+
+
+def _init_worker(job: dict) -> None:
+    _JOB.update(job)
+
+
+def _decode_chunk(start: int) -> tuple[int, list[tuple[str, str]]]:
+    """Decode images [start, start+CHUNK) into the partial files; return the count and failures."""
+    job, errors = _JOB, []
+    stop = min(start + CHUNK, len(job["paths"]))
+    images = np.load(job["images"], mmap_mode="r+")
+    masks = np.load(job["masks"], mmap_mode="r+") if job["masks"] else None
+    for i in range(start, stop):
+        path = job["paths"][i]
+        try:
+            images[i] = read_image(path, job["size"], job["fit"])
+            if masks is not None and job["mask_paths"][i] is not None:
+                path = job["mask_paths"][i]
+                masks[i] = read_mask(path, job["size"], job["fit"], job["paths"][i])
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for broken files
+            errors.append((str(path), str(error) or type(error).__name__))
+    images.flush()
+    return stop - start, errors
+
+
+def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) -> None:
+    tmp = folder.with_name(folder.name + f".partial{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    n, (h, w) = len(paths), size
+    job = {"paths": paths, "mask_paths": masks, "size": size, "fit": fit,
+           "images": str(tmp / "images.npy"), "masks": str(tmp / "masks.npy") if masks else None}
+    np.lib.format.open_memmap(job["images"], mode="w+", dtype=np.uint8, shape=(n, 3, h, w)).flush()
+    if masks:
+        np.lib.format.open_memmap(job["masks"], mode="w+", dtype=np.uint8, shape=(n, 1, h, w)).flush()
+    started, errors = time.perf_counter(), []
+    starts = range(0, n, CHUNK)
+    bar = tqdm(total=n, desc=f"decoding {n} images to {h}x{w}", unit="img", disable=not progress)
+    workers = min(workers, len(starts))
+    try:
+        if workers <= 1:
+            _init_worker(job)
+            results = map(_decode_chunk, starts)
+            _consume(results, bar, errors)
+        else:
+            # fork shares the job for free on Linux; spawn (macOS, Windows) pickles it once per worker
+            context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+            with context.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+                _consume(pool.imap_unordered(_decode_chunk, starts), bar, errors)
+    finally:
+        bar.close()
+        _JOB.clear()
+    if errors:
+        shutil.rmtree(tmp)
+        listed = "; ".join(f"{p} ({e})" for p, e in sorted(errors)[:5])
+        raise KitError(f"{len(errors)} file(s) could not be decoded: {listed}"
+                       f"{' ...' if len(errors) > 5 else ''}. Replace or delete each file "
+                       "(and its row in the labels CSV).")
+    seconds = time.perf_counter() - started
+    meta = {"count": n, "size": [h, w], "fit": fit, "masks": bool(masks), "seconds": seconds,
+            "version": CACHE_VERSION, "first": str(paths[0])}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    if folder.exists():  # another process finished the same cache first
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(folder)
+    print(f"decoded {n} images in {seconds:.1f} s ({n / seconds:.0f} images/s) into {folder}")
+
+
+def _consume(results, bar, errors) -> None:
+    for count, failed in results:
+        bar.update(count)
+        errors.extend(failed)
+
+
+def _total_ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume plenty
+        return 1 << 40
+
+
+def _load(folder: Path) -> Decoded:
+    """Read a finished cache: into memory, or memory-mapped when it exceeds half the RAM."""
+    arrays = []
+    for name in ("images", "masks"):
+        file = folder / f"{name}.npy"
+        if name == "masks" and not file.exists():
+            arrays.append(None)
+            continue
+        nbytes, big = file.stat().st_size, file.stat().st_size > _total_ram() // 2
+        # copy-on-write mapping: torch gets a writable array, nothing is ever written back
+        array = np.load(file, mmap_mode="c") if big else np.load(file)
+        arrays.append(torch.from_numpy(array))
+        if name == "images":
+            where = "memory-mapped from disk (over half the RAM)" if big else "in memory"
+            print(f"images: {array.shape[0]} x {array.shape[1]}x{array.shape[2]}x{array.shape[3]} "
+                  f"uint8 = {nbytes / 2**20:.0f} MiB, {where} ({folder})")
+    return Decoded(arrays[0], arrays[1], folder)
