@@ -146,6 +146,8 @@ def read_csv_strings(path: Path) -> pd.DataFrame:
     """A CSV with every cell as the exact string in the file ("NA", "None" stay text)."""
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as error:
+        raise KitError(f"{path}: the file is empty (not even a header row).") from error
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise KitError(f"{path}: not a readable UTF-8 CSV file ({error}).") from error
 
@@ -247,7 +249,8 @@ def _read_csv_test(root: Path, train_ids: pd.Series, id_col: str, label_col: str
         return _table(ids, images, masks), None, id_col, label_col
     frame = read_csv_strings(submission)
     sub_id = _pick_column(frame, None, ID_COLUMNS, "id", submission)
-    sub_label = next((c for c in frame.columns if c != sub_id), label_col)
+    others = [c for c in frame.columns if c != sub_id]
+    sub_label = next((c for c in others if c.lower() in LABEL_COLUMNS), others[0] if others else label_col)
     _check_unique(frame[sub_id], submission)
     paths = _resolve_ids(frame[sub_id], _id_lookup(images), submission, folder,
                          "Check that the test images were unpacked completely.")
