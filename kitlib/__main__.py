@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+import time
 
-from kitlib.errors import KitError
+STARTED = time.perf_counter()  # --time-budget counts from here: the command's whole wall clock
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from kitlib.errors import KitError  # noqa: E402
 
 
 def resolve_data(data: str) -> Path:
@@ -35,6 +40,92 @@ def cmd_eda(args) -> None:
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def train_config(args):
+    """The TrainConfig of a `train` or `all` command: --config JSON first, explicit flags over it."""
+    import json
+
+    from kitlib.recipe import TrainConfig
+
+    fields = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
+    flags = {"model": "model", "epochs": "epochs", "time_budget": "time_budget", "batch_size": "batch_size",
+             "lr": "lr", "augment": "augment", "image_size": "size", "decode_size": "decode_size",
+             "folds": "folds", "fold": "fold", "val_fraction": "val_fraction", "seed": "seed",
+             "device": "device", "precision": "precision", "weights": "weights", "schedule": "schedule",
+             "optimizer": "optimizer"}
+    fields.update({key: getattr(args, flag) for key, flag in flags.items()
+                   if getattr(args, flag, None) is not None})
+    if getattr(args, "pretrained", False):
+        fields["pretrained"] = True
+    try:
+        return TrainConfig(**fields)
+    except TypeError as error:  # an unknown key in the --config file
+        raise KitError(f"{args.config}: {error}") from error
+
+
+def cmd_train(args) -> None:
+    from kitlib.train import train
+
+    result = train(resolve_data(args.data), train_config(args), args.out, decisions=args.decisions,
+                   resume=args.resume)
+    print(f"wrote {result.run_dir} (best.pt, last.pt, config.json, metrics.csv, curves.png)")
+
+
+def cmd_predict(args) -> None:
+    from kitlib.data import load_competition
+    from kitlib.predict import predict_submission
+
+    written = predict_submission(args.runs, load_competition(resolve_data(args.data)), args.out,
+                                 tta=args.tta, scales=args.scales)
+    print(f"wrote {written.path} and {written.meta_path}")
+
+
+def cmd_all(args) -> None:
+    """Train inside the budget (keeping a share for predicting), then predict with the best model."""
+    from kitlib.data import load_competition
+    from kitlib.predict import predict_submission
+    from kitlib.train import train
+
+    competition = load_competition(resolve_data(args.data))
+    config = train_config(args)
+    if args.time_budget:
+        # predicting the test set (decoding included) gets 10 % of the budget, at least 5 s
+        reserve = max(5.0, 0.1 * args.time_budget)
+        remaining = args.time_budget - (time.perf_counter() - STARTED) - reserve
+        if remaining < 5:
+            raise KitError(f"--time-budget {args.time_budget:g} s leaves no time to train: give more seconds.")
+        config = dataclasses.replace(config, time_budget=remaining)
+    run = Path(args.out)
+    train(competition, config, run)
+    written = predict_submission([run], competition, run / "submission.csv", tta="hflip")
+    print(f"wrote {written.path} in {time.perf_counter() - STARTED:.0f} s")
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    """The options `train` and `all` share."""
+    parser.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs, figures")
+    parser.add_argument("--model", help="model name (default: the kit's ResNet for small images); "
+                        "see kitlib.models.names()")
+    parser.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    parser.add_argument("--weights", help="local pretrained weights file (offline, e.g. a Kaggle dataset)")
+    parser.add_argument("--size", type=int, help="model input size in px")
+    parser.add_argument("--decode-size", type=int, help="size the images are decoded to and held in memory")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"])
+    parser.add_argument("--schedule", help="onecycle, cosine, triangular2, plateau, constant")
+    parser.add_argument("--augment", help="augmentation preset: none, light, medium, strong, auto")
+    parser.add_argument("--val-fraction", type=float)
+    parser.add_argument("--folds", type=int, help="validate on one fold of K stratified folds")
+    parser.add_argument("--fold", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
+    parser.add_argument("--precision", help="bf16, fp16, fp32 (default: from the hardware)")
+    parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="wall-clock seconds: schedules adapt and the run ends inside them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(prog="python -m kitlib", description=__doc__)
@@ -54,6 +145,35 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument("--out", default="images", help="folder for the figures (default: images/)")
     eda.add_argument("--size", type=int, default=None, help="decode size in px (default: native, <= 128)")
     eda.set_defaults(run=cmd_eda)
+
+    train = commands.add_parser("train", help="train a model into a run folder",
+                                description="Train on DATA into RUN (config.json, metrics.csv, last.pt, "
+                                "best.pt, curves.png). Give --epochs or --time-budget.")
+    _training_options(train)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--decisions", metavar="CSV", help="decisions.csv (drop/keep/relabel) or suspects.csv (drop all)")
+    train.add_argument("--resume", action="store_true", help="continue RUN from its last.pt")
+    train.set_defaults(run=cmd_train)
+
+    predict = commands.add_parser("predict", help="predict the test set with one or more runs: a submission",
+                                  description="Average the probabilities of the runs' best models (folds "
+                                  "too), optionally with test-time augmentation, and write a submission "
+                                  "validated against the sample submission, with a .json record beside it.")
+    predict.add_argument("runs", nargs="+", metavar="RUN", help="run folders (their best.pt) or .pt files")
+    predict.add_argument("--data", required=True, help="competition folder, or 'demo'")
+    predict.add_argument("--out", required=True, metavar="SUBMISSION.csv")
+    predict.add_argument("--tta", nargs="?", const="hflip", default="none",
+                         help="test-time augmentation: hflip (the default when given bare), flips, none")
+    predict.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                         help="TTA input-size factors, e.g. 0.875 1 1.125")
+    predict.set_defaults(run=cmd_predict)
+
+    everything = commands.add_parser("all", help="train, then predict: RUN/submission.csv",
+                                     description="Train on DATA (inside --time-budget seconds if given) "
+                                     "and predict its test set with the best model into RUN/submission.csv.")
+    _training_options(everything)
+    everything.add_argument("--epochs", type=int)
+    everything.set_defaults(run=cmd_all)
     return parser
 
 

@@ -16,7 +16,6 @@ import difflib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 import kitlib
 from kitlib.data import ID_COLUMNS, LABEL_COLUMNS, read_csv_strings
 from kitlib.errors import KitError
+from kitlib.files import replace_atomically
 
 SHOW = 5  # how many offending ids/rows an error message lists
 
@@ -209,19 +209,6 @@ def _json_default(value):
     return str(value)
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path`; no trace on failure."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a submission is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[str], *, classes: Sequence[str],
                      sample_submission: Path | None, test_ids: Sequence[str],
                      train_labels: Sequence[str] | None = None, id_column: str | None = None,
@@ -276,8 +263,8 @@ def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[str]
     if meta_path == path:
         raise KitError(f"{path}: name the submission file .csv; the .json beside it is the run record.")
     json.dumps(meta, default=_json_default)  # fail on an unserialisable meta before anything is written
-    _replace_atomically(path, write_csv)
-    _replace_atomically(meta_path, lambda tmp: tmp.write_text(
+    replace_atomically(path, write_csv)
+    replace_atomically(meta_path, lambda tmp: tmp.write_text(
         json.dumps({**meta, "written": info}, indent=2, default=_json_default) + "\n", encoding="utf-8"))
     print(f"wrote {path} ({len(frame)} rows, columns {list(frame.columns)}) and {meta_path.name}")
     print(format_distribution(distribution))

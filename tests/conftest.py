@@ -37,3 +37,11 @@ def tiny_imagenet_root() -> Path:
 def cl_noisy_root() -> Path:
     """The confident-learning benchmark's out-of-fold probabilities and noisy labels."""
     return _unpacked("cl-cifar10-noisy.tar.gz") / "cl-cifar10-noisy"
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """The demo competition (CSV layout, 1,497 train and 300 test digits), written once per session."""
+    from kitlib.demo import write_demo
+
+    return write_demo(tmp_path_factory.mktemp("demo"))

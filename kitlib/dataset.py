@@ -1,0 +1,123 @@
+"""What `fit` trains on: decoded pixels once in memory, targets, and the split as index lists.
+
+The whole labelled set is decoded once (kitlib.cache) and held as one uint8 tensor; training and
+validation are index lists into it, so no subset is ever copied. Review decisions (drop, keep,
+relabel) and audit suspects are applied here, before the split, with every id checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kitlib.cache import decode_table
+from kitlib.data import Competition, read_csv_strings
+from kitlib.errors import KitError
+from kitlib.splits import holdout, stratified_folds
+
+ACTIONS = ("drop", "keep", "relabel")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Decoded pixels, targets and the train / validation split of one competition."""
+
+    classes: list[str]
+    """Class names; a target is a position in this list."""
+    ids: list[str]
+    """sample_index of every row of `images`."""
+    images: torch.Tensor
+    """(N, 3, h, w) uint8, every labelled sample that survived the decisions."""
+    masks: torch.Tensor | None
+    """(N, 1, h, w) uint8 or None."""
+    targets: torch.Tensor
+    """(N,) int64 class indices."""
+    train_index: torch.Tensor
+    """(N_train,) int64 rows of `images` to train on."""
+    val_index: torch.Tensor
+    """(N_val,) int64 rows to validate on (empty when training on everything)."""
+    fit: str
+    """How images were brought to their size: 'squash', 'pad' or 'crop'."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(h, w) of the decoded images."""
+        return tuple(self.images.shape[-2:])
+
+    def class_counts(self) -> np.ndarray:
+        """(K,) training samples per class."""
+        return np.bincount(self.targets[self.train_index].numpy(), minlength=len(self.classes))
+
+
+def apply_decisions(samples: pd.DataFrame, path: str | Path, classes: list[str]) -> pd.DataFrame:
+    """Samples after a review's decisions.csv (drop / keep / relabel) or an audit's suspects.csv (drop all)."""
+    path = Path(path)
+    table = read_csv_strings(path)
+    known = set(samples["sample_index"])
+    if "issue" in table.columns and "action" not in table.columns:  # suspects.csv: drop every flagged row
+        table = pd.DataFrame({"sample_index": table["sample_index"], "action": "drop", "new_label": ""})
+    missing = [c for c in ("sample_index", "action") if c not in table.columns]
+    if missing:
+        raise KitError(f"{path}: needs columns sample_index,action,new_label; found {', '.join(table.columns)}.")
+    for line, row in enumerate(table.itertuples(index=False), start=2):
+        if row.sample_index not in known:
+            raise KitError(f"{path} line {line}: sample {row.sample_index!r} is not in the training set.")
+        if row.action not in ACTIONS:
+            raise KitError(f"{path} line {line}: action {row.action!r}: choose one of {', '.join(ACTIONS)}.")
+        if row.action == "relabel" and getattr(row, "new_label", "") not in classes:
+            raise KitError(f"{path} line {line}: new_label {getattr(row, 'new_label', '')!r} is not a "
+                           "class of this competition (labels must match exactly).")
+    decisions = table.drop_duplicates("sample_index", keep="last").set_index("sample_index")
+    action = samples["sample_index"].map(decisions["action"]).fillna("keep")
+    samples = samples.copy()
+    relabel = action == "relabel"
+    samples.loc[relabel, "label"] = samples.loc[relabel, "sample_index"].map(decisions["new_label"])
+    kept = samples[action != "drop"].reset_index(drop=True)
+    print(f"{path.name}: dropped {int((action == 'drop').sum())}, relabelled {int(relabel.sum())} "
+          f"of {len(samples)} samples")
+    return kept
+
+
+def prepare(competition: Competition, *, size: int | tuple[int, int] | None = None, fit: str = "squash",
+            val_fraction: float = 0.2, folds: int | None = None, fold: int = 0, seed: int = 0,
+            group_column: str | None = None, decisions: str | Path | None = None,
+            progress: bool = True) -> TrainingData:
+    """Decode the labelled samples and split them (the layout's own validation split, else stratified).
+
+    `folds`/`fold` pick fold `fold` of stratified K folds as validation; `val_fraction=0` trains on
+    everything (no validation); `group_column` keeps a group's samples on one side.
+    """
+    samples = competition.samples
+    if decisions is not None:
+        samples = apply_decisions(samples, decisions, competition.classes)
+    if group_column is not None and group_column not in samples.columns:
+        raise KitError(f"group_column {group_column!r} is not a column of the labels; found "
+                       f"{', '.join(samples.columns)}.")
+    index = {name: i for i, name in enumerate(competition.classes)}
+    targets = samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
+    groups = samples[group_column].to_numpy() if group_column else None
+    is_val = _split(samples, targets, groups, val_fraction, folds, fold, seed)
+    decoded = decode_table(samples, size=size, fit=fit, progress=progress)
+    return TrainingData(
+        classes=list(competition.classes), ids=list(samples["sample_index"]),
+        images=decoded.images, masks=decoded.masks, targets=torch.from_numpy(targets),
+        train_index=torch.from_numpy(np.flatnonzero(~is_val)), val_index=torch.from_numpy(np.flatnonzero(is_val)),
+        fit=fit)
+
+
+def _split(samples, targets, groups, val_fraction, folds, fold, seed) -> np.ndarray:
+    """Boolean validation mask."""
+    if folds:
+        if not 0 <= fold < folds:
+            raise KitError(f"fold={fold}: choose a fold from 0 to {folds - 1}.")
+        return stratified_folds(targets, folds, seed=seed, groups=groups) == fold
+    given = (samples["split"] == "val").to_numpy()
+    if given.any():  # the layout ships a validation split (Tiny ImageNet's val/): use it as is
+        return given
+    if val_fraction == 0:
+        return np.zeros(len(samples), dtype=bool)
+    return holdout(targets, val_fraction, seed=seed, groups=groups)

@@ -1,0 +1,30 @@
+"""Writing files so that a crash never leaves a half-written one (Colab disconnects, Ctrl-C)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call write(tmp) on a temporary file beside `path`, flush it to disk, rename it over `path`.
+
+    The rename is atomic on local disks and on Google Drive's mount: readers see the old file or
+    the new one, never a part. On failure the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are ordinary files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

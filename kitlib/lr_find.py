@@ -1,0 +1,96 @@
+"""The learning-rate range test: raise the LR exponentially for a few dozen batches, watch the loss.
+
+The users found their hyper-parameters "very sensitive". This test (Smith, 2015; fast.ai's
+lr_find) shows in a minute which learning rates train at all: the suggestion is the LR where the
+smoothed loss falls fastest, well below the one where it blows up.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from kitlib import distributed, runtime  # noqa: E402
+from kitlib.dataset import TrainingData  # noqa: E402
+from kitlib.recipe import TrainConfig  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LRFinding:
+    """The range test's curve and its suggestion."""
+
+    lrs: np.ndarray
+    """Learning rate of each batch tried."""
+    losses: np.ndarray
+    """Smoothed training loss after each batch."""
+    suggestion: float
+    """The LR of steepest descent of the smoothed loss (a good peak LR for one-cycle)."""
+    plot: Path | None
+
+
+def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: float = 1e-5,
+            end: float = 10.0, steps: int = 100, plot: str | Path | None = "images/lr_find.png") -> LRFinding:
+    """Train `steps` batches with the LR rising from `start` to `end`; return the curve and a suggested LR."""
+    from kitlib.train import State, _setup, train_step
+
+    runtime.set_threads(config.threads)
+    with tempfile.TemporaryDirectory() as folder:  # the test's model is thrown away
+        t = _setup(data, replace(config, ema=None, schedule="constant"), Path(folder), distributed.Context(),
+                   resuming=False)
+    state, lrs, losses, smooth, best = State(), [], [], 0.0, math.inf
+    t.net.train()
+    order = t.data.train_index
+    size = t.config.batch_size
+    for i in tqdm(range(steps), desc="lr_find", disable=not config.progress):
+        lr = start * (end / start) ** (i / max(steps - 1, 1))
+        for group in t.optimizer.param_groups:
+            group["lr"] = lr * group["base_lr"] / t.config.lr  # keeps layer-wise ratios
+        offset = (i * size) % max(len(order) - size, 1)
+        loss = train_step(t, state, order[offset:offset + size], progress=0.0)
+        state.step += 1
+        smooth = 0.9 * smooth + 0.1 * loss
+        value = smooth / (1 - 0.9 ** (i + 1))  # bias-corrected moving average
+        lrs.append(lr)
+        losses.append(value)
+        best = min(best, value)
+        if not math.isfinite(value) or value > 4 * best:  # diverged: the rest of the curve says nothing
+            break
+    lrs, losses = np.array(lrs), np.array(losses)
+    suggestion = _steepest(lrs, losses)
+    path = _plot(lrs, losses, suggestion, Path(plot), t.config.model) if plot else None
+    print(f"lr_find: suggested peak learning rate {suggestion:.2g} ({len(lrs)} batches)")
+    return LRFinding(lrs, losses, suggestion, path)
+
+
+def _steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The LR where the loss falls fastest per log-LR, searched before the minimum of the curve."""
+    stop = int(np.argmin(losses)) + 1
+    if stop < 3:
+        return float(lrs[max(stop - 1, 0)] / 10)
+    slopes = np.gradient(losses[:stop], np.log(lrs[:stop]))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def _plot(lrs, losses, suggestion: float, path: Path, model: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title(f"Learning-rate range test: {model}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
