@@ -22,15 +22,18 @@ from kitlib.runtime import cache_dir
 CLASSES = ["zero (0)", "one, the loneliest", "two (a pair)", "three, a crowd", "four (IV)",
            "five, high", 'six "half a dozen"', "seven (lucky)", "eight, octo", "nine (IX), nein"]
 SIZE = 32  # pixels per side of the rendered images
+MARGIN = 4  # blank pixels around the digit
 TEST_COUNT = 300
 DEFECTS = {"blank": 8, "mislabeled": 30, "alien": 4, "duplicate": 3}  # injected into train
-DEMO_VERSION = 2  # bump when the demo changes, so `demo_root()` rebuilds it
+DEMO_VERSION = 3  # bump when the demo changes, so `demo_root()` rebuilds it
 
 
 def _render(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """An 8x8 digit (0..16) -> a (32, 32, 3) uint8 colour image and its (32, 32) uint8 mask."""
+    inner = SIZE - 2 * MARGIN
     ink = np.asarray(Image.fromarray((digit * 255 / 16).astype(np.uint8)).resize(
-        (SIZE, SIZE), Image.BICUBIC), dtype=np.float32) / 255.0  # (32, 32) in [0, 1]
+        (inner, inner), Image.BICUBIC), dtype=np.float32) / 255.0
+    ink = np.pad(ink, MARGIN)  # (32, 32) in [0, 1]: the digit in the middle of its box, as on a form
     # tinted paper and ink, dark on light as scanned forms are: colour varies, polarity does not
     background, foreground = rng.uniform(150, 255, 3), rng.uniform(0, 110, 3)
     image = background + ink[..., None] * (foreground - background)

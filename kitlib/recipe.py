@@ -8,6 +8,7 @@ the augmentation, which parameters train.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -39,14 +40,15 @@ class TrainConfig:
     """Epochs to train; the alternative to `time_budget` (default 30 when neither is given)."""
     time_budget: float | None = None
     """Seconds of training: schedules follow the fraction used; the run ends inside it, best model saved."""
-    batch_size: int = 128
-    """Images per optimizer step (split over processes under DDP, times `grad_accum`)."""
+    batch_size: int | None = None
+    """Images per optimizer step (split over processes under DDP, times `grad_accum`); None: a power
+    of two from 16 to 128 that gives an epoch at least ~30 steps (small data sets need steps)."""
     grad_accum: int = 1
     """Batches whose gradients add up before each optimizer step."""
     optimizer: str = "auto"
     """'sgd' (Nesterov, momentum 0.9), 'adamw', or 'auto': SGD from scratch, AdamW when pretrained."""
     lr: float | None = None
-    """Peak learning rate; None: 0.1 (SGD) or 1e-3 (AdamW), times batch_size / 128."""
+    """Peak learning rate; None: 0.2 (SGD) or 1e-3 (AdamW), times batch_size / 128."""
     weight_decay: float | None = None
     """None: 5e-4 (SGD) or 0.05 (AdamW); never applied to biases and norm weights."""
     schedule: str = "onecycle"
@@ -59,8 +61,9 @@ class TrainConfig:
     """Share of each target spread over all classes."""
     class_weights: str = "auto"
     """Loss weights per class: none, balanced (1/count), sqrt (1/sqrt(count)), auto (sqrt if the largest class is > 3x the smallest)."""
-    augment: str = "medium"
-    """Augmentation preset (kitlib.augment.PRESETS): none, light, medium, strong, auto."""
+    augment: str = "light"
+    """Augmentation preset (kitlib.augment.PRESETS): none, light (flip + shift: safe on short runs),
+    medium, strong, auto (TrivialAugmentWide); stronger presets pay off on longer runs."""
     strength: str = "auto"
     """Augmentation strength schedule: constant, ramp, phases, or auto (phases when fine-tuning, else ramp)."""
     ema: float | None = 0.999
@@ -106,7 +109,7 @@ class TrainConfig:
         if self.epochs is not None and self.time_budget is not None:
             raise KitError("give epochs or time_budget, not both: they are alternatives.")
         for name in ("batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise KitError(f"{name}={getattr(self, name)}: must be at least 1.")
         if self.optimizer not in ("auto", "sgd", "adamw"):
             raise KitError(f"optimizer {self.optimizer!r}: choose one of auto, sgd, adamw.")
@@ -138,17 +141,23 @@ def resolve(config: TrainConfig, data: TrainingData, device: torch.device) -> Tr
     model = config.model if config.model != "auto" else models.default_name(max(data.size), device.type)
     size = config.image_size or models.input_size(model, pretrained) or max(data.size)
     optimizer = config.optimizer if config.optimizer != "auto" else ("adamw" if pretrained else "sgd")
-    base_lr = 0.1 if optimizer == "sgd" else 1e-3
+    base_lr = 0.2 if optimizer == "sgd" else 1e-3
+    batch = config.batch_size or auto_batch_size(len(data.train_index))
     finetune = pretrained if config.finetune is None else config.finetune
-    norm = config.norm if config.norm != "auto" else ("group" if config.batch_size < 16 else "batch")
+    norm = config.norm if config.norm != "auto" else ("group" if batch < 16 else "batch")
     epochs = config.epochs if config.epochs or config.time_budget else 30
     return replace(
         config, model=model, pretrained=pretrained, image_size=size, optimizer=optimizer,
-        lr=config.lr or base_lr * config.batch_size / 128, epochs=epochs, finetune=finetune,
+        batch_size=batch, lr=config.lr or base_lr * batch / 128, epochs=epochs, finetune=finetune,
         weight_decay=config.weight_decay if config.weight_decay is not None else (5e-4 if optimizer == "sgd" else 0.05),
         norm=norm if model in models.resnet.PRESETS else "batch",
         strength=config.strength if config.strength != "auto" else ("phases" if finetune else "ramp"),
         precision=runtime.pick_precision(device, config.precision))
+
+
+def auto_batch_size(train_samples: int) -> int:
+    """A power of two in [16, 128] that leaves at least ~30 optimizer steps per epoch."""
+    return int(min(128, max(16, 2 ** math.floor(math.log2(max(train_samples / 30, 1))))))
 
 
 def strength(config: TrainConfig, progress: float) -> float:

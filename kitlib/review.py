@@ -1,0 +1,251 @@
+"""Looking at the samples most likely wrong: the worst validation losses, the flattest images, a review grid.
+
+    table = top_losses("runs/audit", k=48)           # a run, or a folder of fold runs (out-of-fold)
+    plot_top_losses(table, data, "images/top_losses.png")
+    review_widget(pd.concat([table, flattest(data, k=24)]), data, "runs/audit/decisions.csv")
+
+Losses come from a run's validation predictions (RUN/val_probs.npy + RUN/val.csv, written by
+`fit` with the eval transform only) through `kitlib.train.sample_losses`, the one place losses are
+computed. They are honest only out of fold: a sample's loss must come from a model that never
+trained on it, so train K runs with `folds=K, fold=i` and pass their parent folder. The widget's
+decisions.csv (`sample_index,action,new_label`) is what `python -m kitlib train --decisions` applies.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from kitlib import checkpoint
+from kitlib.data import read_csv_strings
+from kitlib.dataset import ACTIONS
+from kitlib.errors import KitError
+from kitlib.files import replace_atomically
+from kitlib.train import sample_losses
+
+COLUMNS = ["sample_index", "label", "predicted", "p_label", "p_pred", "loss"]
+
+
+# --------------------------------------------------------------------------------------------- scores
+
+def _prediction_folders(run: Path) -> list[Path]:
+    """The run itself when it holds val_probs.npy, else its subfolders that do (the folds of one split)."""
+    if (run / "val_probs.npy").is_file():
+        return [run]
+    folds = sorted(p for p in run.iterdir() if (p / "val_probs.npy").is_file()) if run.is_dir() else []
+    if not folds:
+        raise KitError(f"{run}: no val_probs.npy there or in its subfolders. Train with a validation split "
+                       "(the loop writes val_probs.npy and val.csv at the end), e.g. folds=K, fold=i per subfolder.")
+    return folds
+
+
+def validation_predictions(run: str | Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """(table of sample_index, label; (N, K) probabilities; classes) of a run, or of a folder of fold runs joined."""
+    tables, probs, classes = [], [], None
+    for folder in _prediction_folders(Path(run).expanduser()):
+        table, p = read_csv_strings(folder / "val.csv"), np.load(folder / "val_probs.npy")
+        if len(table) != len(p):
+            raise KitError(f"{folder}: val.csv has {len(table)} rows but val_probs.npy {len(p)}; re-run the training.")
+        names = [str(c) for c in checkpoint.load(folder / "best.pt")["classes"]]
+        if classes is not None and names != classes:
+            raise KitError(f"{folder}: its classes differ from the other folds'; pass folds of one competition.")
+        tables.append(table[["sample_index", "label"]])
+        probs.append(p)
+        classes = names
+    table = pd.concat(tables, ignore_index=True)
+    repeated = table["sample_index"][table["sample_index"].duplicated()].tolist()
+    if repeated:
+        raise KitError(f"{run}: samples {repeated[:5]} are in more than one run's validation split: pass the "
+                       "folds of one K-fold split (folds=K, fold=0..K-1), each sample validated once.")
+    return table, np.concatenate(probs).astype(np.float32), classes
+
+
+def top_losses(run: str | Path, k: int | None = None) -> pd.DataFrame:
+    """The `k` validation samples with the highest loss, worst first (all when k is None).
+
+    Columns: sample_index, label (given), predicted, p_label and p_pred (probabilities of those two
+    classes), loss (cross-entropy of the given label, no label smoothing).
+    """
+    table, probs, classes = validation_predictions(run)
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(table["label"]) - set(index))
+    if unknown:
+        raise KitError(f"{run}: val.csv has labels {unknown[:5]} that are not classes of its model.")
+    targets = table["label"].map(index).to_numpy(dtype=np.int64, copy=True)
+    logits = torch.from_numpy(probs).clamp_min(1e-12).log()  # log-probabilities: log_softmax leaves them as they are
+    loss = sample_losses(logits, torch.from_numpy(targets)).numpy()
+    predicted = probs.argmax(axis=1)
+    rows = np.arange(len(table))
+    out = pd.DataFrame({"sample_index": table["sample_index"], "label": table["label"],
+                        "predicted": [classes[i] for i in predicted], "p_label": probs[rows, targets],
+                        "p_pred": probs[rows, predicted], "loss": loss})
+    out = out.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+    return out if k is None else out.head(k)
+
+
+def blank_scores(images: torch.Tensor) -> np.ndarray:
+    """(N,) pixel std of (N, 3, H, W) uint8 images (per channel, then averaged), in [0, 0.5]: 0 = one flat colour."""
+    out = np.empty(len(images), dtype=np.float64)
+    for start in range(0, len(images), 1024):  # float64 copies of 1,024 images at a time
+        chunk = images[start:start + 1024].double() / 255.0  # (n, 3, H, W)
+        out[start:start + len(chunk)] = chunk.flatten(2).std(dim=2, unbiased=False).mean(dim=1).numpy()
+    return out
+
+
+def flattest(data, k: int = 24) -> pd.DataFrame:
+    """The `k` training images with the least pixel variation (blanks, lens caps), flattest first.
+
+    `data`: a kitlib.dataset.TrainingData. Columns: sample_index, label, pixel_std.
+    """
+    std = blank_scores(data.images)
+    order = np.argsort(std, kind="stable")[:k]
+    return pd.DataFrame({"sample_index": [data.ids[i] for i in order],
+                         "label": [data.classes[int(data.targets[i])] for i in order], "pixel_std": std[order]})
+
+
+# --------------------------------------------------------------------------------------------- pictures
+
+def _pixels(table: pd.DataFrame, data) -> np.ndarray:
+    """(len(table), H, W, 3) uint8 pixels of the table's samples, looked up by sample_index in `data`."""
+    row = {name: i for i, name in enumerate(data.ids)}
+    missing = [s for s in table["sample_index"] if s not in row]
+    if missing:
+        raise KitError(f"samples {missing[:5]} are not in the decoded data: prepare it from the same competition "
+                       "(and without the decisions that dropped them).")
+    return data.images[[row[s] for s in table["sample_index"]]].permute(0, 2, 3, 1).numpy()
+
+
+def _short(text: str, width: int = 22) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def caption(row: pd.Series) -> str:
+    """What a grid shows under an image: its id and label, and the prediction, loss or flatness when known."""
+    lines = [_short(str(row["sample_index"])), f"label: {_short(str(row['label']))}"]
+    if isinstance(row.get("predicted"), str):
+        lines.append(f"pred: {_short(row['predicted'])} ({row['p_pred']:.2f})")
+        lines.append(f"loss {row['loss']:.2f}, p(label) {row['p_label']:.2f}")
+    if pd.notna(row.get("pixel_std", np.nan)):
+        lines.append(f"pixel std {row['pixel_std']:.3f}")
+    return "\n".join(lines)
+
+
+def plot_top_losses(table: pd.DataFrame, data, path: str | Path = "images/top_losses.png", *,
+                    title: str | None = None, columns: int = 6) -> Path:
+    """A grid PNG of the table's images (top_losses or flattest), each captioned; return its path."""
+    if len(table) == 0:
+        raise KitError("the table is empty: nothing to plot.")
+    pixels = _pixels(table, data)
+    rows = -(-len(table) // columns)
+    fig = Figure(figsize=(columns * 2.1, rows * 2.7), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, (_, row) in zip(axes, pixels, table.iterrows()):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption(row), fontsize=7, loc="left")
+    kind = "highest validation losses, worst first" if "loss" in table else "flattest images, flattest first"
+    fig.suptitle(title or f"The {len(table)} {kind}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- review
+
+def read_decisions(path: str | Path) -> pd.DataFrame:
+    """A decisions.csv as a table (sample_index, action, new_label); empty when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=["sample_index", "action", "new_label"], dtype=object)
+    table = read_csv_strings(path)
+    if list(table.columns) != ["sample_index", "action", "new_label"]:
+        raise KitError(f"{path}: columns {list(table.columns)}; expected sample_index,action,new_label.")
+    return table.fillna("")
+
+
+class Review:
+    """The review grid: per image keep / drop / relabel (with the new label); Save writes decisions.csv.
+
+    Controls are reachable by sample_index (`actions[id].value = "drop"`), so a test or a script can
+    drive it like a user. Saving keeps the file's rows for samples not shown, so reviews add up.
+    """
+
+    def __init__(self, table: pd.DataFrame, data, out_csv: str | Path, *, size: int = 112, columns: int = 6):
+        import ipywidgets as w
+        from PIL import Image
+
+        table = table.drop_duplicates("sample_index").reset_index(drop=True)
+        self.path = Path(out_csv)
+        self.ids = list(table["sample_index"])
+        before = read_decisions(self.path).drop_duplicates("sample_index", keep="last").set_index("sample_index")
+        self.actions, self.labels, cells = {}, {}, []
+        for image, (_, row) in zip(_pixels(table, data), table.iterrows()):
+            sample = row["sample_index"]
+            action = before["action"].get(sample, "keep")
+            if action not in ACTIONS:
+                raise KitError(f"{self.path}: action {action!r} for {sample!r}: choose one of {', '.join(ACTIONS)}.")
+            guess = before["new_label"].get(sample) or row.get("predicted")
+            guess = guess if isinstance(guess, str) and guess in data.classes else row["label"]
+            buffer = io.BytesIO()
+            scale = max(1, size // max(image.shape[:2]))
+            Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale),
+                                          Image.NEAREST).save(buffer, format="PNG")
+            self.actions[sample] = w.ToggleButtons(options=["keep", "drop", "relabel"], value=action,
+                                                   style={"button_width": "52px"})
+            self.labels[sample] = w.Dropdown(options=list(data.classes), value=guess, disabled=action != "relabel",
+                                             layout=w.Layout(width="170px"))
+            self.actions[sample].observe(self._toggle(sample), names="value")
+            text = w.HTML(f"<pre style='font-size:10px;line-height:1.2'>{html.escape(caption(row))}</pre>")
+            cells.append(w.VBox([w.Image(value=buffer.getvalue(), format="png"), text,
+                                 self.actions[sample], self.labels[sample]]))
+        self.status = w.Label(f"{len(cells)} images; nothing saved yet ({self.path})")
+        save = w.Button(description="Save decisions", button_style="primary", icon="save")
+        save.on_click(self.save)
+        grid = w.GridBox(cells, layout=w.Layout(grid_template_columns=f"repeat({columns}, 180px)"))
+        self.widget = w.VBox([w.HBox([save, self.status]), grid])
+
+    def _toggle(self, sample: str):
+        """The observer that enables the label menu only while the action is relabel."""
+        menu = self.labels[sample]
+
+        def changed(event) -> None:
+            menu.disabled = event["new"] != "relabel"
+
+        return changed
+
+    def decisions(self) -> pd.DataFrame:
+        """The decisions shown, in grid order: sample_index, action, new_label ('' unless relabel)."""
+        return pd.DataFrame({"sample_index": self.ids, "action": [self.actions[s].value for s in self.ids],
+                             "new_label": [self.labels[s].value if self.actions[s].value == "relabel" else ""
+                                           for s in self.ids]})
+
+    def save(self, *_) -> Path:
+        """Write decisions.csv: earlier rows for samples not shown, then this grid's rows (standard CSV quoting)."""
+        earlier = read_decisions(self.path)
+        rows = pd.concat([earlier[~earlier["sample_index"].isin(self.ids)], self.decisions()], ignore_index=True)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["sample_index", "action", "new_label"])
+        writer.writerows(rows.itertuples(index=False))
+        replace_atomically(self.path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
+        counts = rows["action"].value_counts().to_dict()
+        self.status.value = (f"saved {self.path}: " + ", ".join(f"{n} {a}" for a, n in counts.items())
+                             + " -> train with decisions=this file")
+        return self.path
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def review_widget(table: pd.DataFrame, data, out_csv: str | Path, **options) -> Review:
+    """The review grid over the table's samples (top_losses and/or flattest rows); shows itself in a notebook."""
+    return Review(table, data, out_csv, **options)
