@@ -29,7 +29,6 @@ if "--default-process" not in sys.argv:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede `import torch`
 
 import argparse  # noqa: E402
-import ctypes  # noqa: E402
 import resource  # noqa: E402
 
 import torch  # noqa: E402
@@ -38,23 +37,12 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
 from bench.common import interleave, machine, median, ratios, table, timed, unpacked  # noqa: E402
-from kitlib import augment  # noqa: E402
+from kitlib import augment, runtime  # noqa: E402
 from kitlib.cache import decode  # noqa: E402
 from kitlib.data import load_competition  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BATCH = 256
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed memory instead of unmapping it (PyTorch's CPU tuning guide advises the
-    same with jemalloc / tcmalloc); False where libc is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # macOS, Windows, musl: nothing to tune
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
 
 
 def cpu_seconds() -> float:
@@ -89,7 +77,7 @@ def main() -> None:
                         help="leave OpenMP's wait policy and glibc's allocator at their defaults")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # other processes on this machine skew both sides, the kit's threads more
-    kept = False if args.default_process else keep_freed_memory()
+    kept = False if args.default_process else runtime.keep_freed_memory()
     root = unpacked("tiny-imagenet-100c.tar.gz") / "tiny-imagenet-100c"
     competition = load_competition(root)
     train = (competition.samples["split"] == "train").to_numpy()

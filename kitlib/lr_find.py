@@ -37,7 +37,7 @@ class LRFinding:
     plot: Path | None
 
 
-def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: float = 1e-5,
+def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: float = 1e-4,
             end: float = 10.0, steps: int = 100, plot: str | Path | None = "images/lr_find.png") -> LRFinding:
     """Train `steps` batches with the LR rising from `start` to `end`; return the curve and a suggested LR."""
     from kitlib.train import State, _setup, train_step
@@ -72,12 +72,17 @@ def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: f
 
 
 def _steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
-    """The LR where the loss falls fastest per log-LR, searched before the minimum of the curve."""
-    stop = int(np.argmin(losses)) + 1
-    if stop < 3:
-        return float(lrs[max(stop - 1, 0)] / 10)
-    slopes = np.gradient(losses[:stop], np.log(lrs[:stop]))
-    return float(lrs[int(np.argmin(slopes))])
+    """The LR where the loss falls fastest per log-LR, in the first valley of the curve: after its first
+    tenth (the moving average is still settling there) and before the loss first climbs 5 % above its
+    best so far; a tenth of the valley's lowest LR if the valley is too short to measure a slope."""
+    start = max(3, len(lrs) // 10)
+    rising = np.flatnonzero(losses > 1.05 * np.minimum.accumulate(losses))
+    end = int(rising[0]) if len(rising) else len(losses)
+    stop = int(np.argmin(losses[:end])) + 1
+    if stop - start < 3:
+        return float(lrs[stop - 1] / 10)
+    slopes = np.gradient(losses[start:stop], np.log(lrs[start:stop]))
+    return float(lrs[start + int(np.argmin(slopes))])
 
 
 def _plot(lrs, losses, suggestion: float, path: Path, model: str) -> Path:

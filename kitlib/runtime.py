@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np

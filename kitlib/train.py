@@ -129,7 +129,8 @@ def batch_order(trainer: Trainer, epoch: int) -> torch.Tensor:
 def train_step(trainer: Trainer, state: State, rows: torch.Tensor, progress: float) -> float:
     """One batch: augment on the device, forward, backward, and (every grad_accum batches) an optimizer step."""
     t, config = trainer, trainer.config
-    images = t.images[rows.to(t.images.device)].to(t.device, non_blocking=True)  # (B, 3, h, w) uint8
+    # index_select, not images[rows]: ~20x faster on a uint8 tensor
+    images = t.images.index_select(0, rows.to(t.images.device)).to(t.device, non_blocking=True)  # (B, 3, h, w)
     labels = t.data.targets[rows].to(t.device, non_blocking=True)
     # per-batch generator from (seed, rank, step): augmentation is reproducible and resumable
     generator = torch.Generator(t.device).manual_seed(config.seed * 7919 + t.ctx.rank * 104729 + state.step)
@@ -195,7 +196,7 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, rows: torch.Tens
     model.eval()
     out = []
     for start in range(0, len(rows), batch_size):
-        batch = images[rows[start:start + batch_size].to(images.device)].to(device, non_blocking=True)
+        batch = images.index_select(0, rows[start:start + batch_size].to(images.device)).to(device, non_blocking=True)
         x = transform(batch)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

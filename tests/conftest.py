@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import kitlib  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads it)
 import pytest
 import torch
 

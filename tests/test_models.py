@@ -77,12 +77,11 @@ def test_each_norm_trains_at_batch_size_one(norm):
     assert torch.isfinite(loss) and model.stem[0].weight.grad.abs().sum() > 0
 
 
-def test_blocks_start_as_their_shortcut_and_options_rebuild_the_same_model():
+def test_projection_blocks_and_options_rebuild_the_same_model():
     model = models.create("resnet_small", 10, norm="group", widths=[16, 32, 64], act="gelu", dropout=0.1)
-    block = model.stages[1][0]
-    assert not block.branch[-1].weight.any()  # zero-init last norm of the branch
-    x = torch.randn(2, 16, 8, 8)
-    assert torch.equal(block(x), block.act(block.shortcut(x)))
+    block = model.stages[1][0]  # 16 -> 32 channels at half the size: a projection shortcut
+    assert block(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
+    assert isinstance(block.shortcut[0], torch.nn.Conv2d) and block.shortcut[0].stride == (2, 2)
     # a checkpoint stores (name, num_classes, norm, options) as JSON: lists come back, same model
     options = json.loads(json.dumps({"widths": [16, 32, 64], "act": "gelu", "dropout": 0.1}))
     again = models.create("resnet_small", 10, norm="group", **options)

@@ -64,7 +64,7 @@ def test_fit_end_to_end_then_resume(demo_data, tmp_path):
         "val_probs.npy"]
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2] and list(metrics["step"]) == [19, 38]
-    assert metrics["val_macro_f1"].notna().all() and metrics["train_loss"].iloc[1] < math.log(10)
+    assert metrics["val_macro_f1"].notna().all() and metrics["val_loss"].iloc[1] < math.log(10)
     assert np.load(run / "val_probs.npy").shape == (299, 10)  # 20 % of each class of 1,497
     config = json.loads((run / "config.json").read_text())
     assert (config["model"], config["optimizer"], config["precision"], config["norm"]) == \
