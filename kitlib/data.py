@@ -67,11 +67,12 @@ def load_competition(root: str | Path, *, train_dir: str | None = None,
                      id_column: str | None = None, label_column: str | None = None) -> Competition:
     """Read a competition folder in any supported layout (auto-detected) and check it."""
     root = _descend(Path(root).expanduser())
-    if (root / "wnids.txt").exists():
+    layout = detect_layout(root)
+    if layout == "tinyimagenet":
         competition = _read_tinyimagenet(root)
-    elif _labels_file(root) is not None:
+    elif layout == "csv":
         competition = _read_csv_layout(root, train_dir, id_column, label_column)
-    elif (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+    elif layout == "imagefolder":
         competition = _read_imagefolder(root)
     else:
         found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
@@ -81,6 +82,17 @@ def load_competition(root: str | Path, *, train_dir: str | None = None,
             "or wnids.txt + train/ (Tiny ImageNet).")
     _check_labels(competition.samples, competition.root)
     return competition
+
+
+def detect_layout(folder: Path) -> str | None:
+    """'tinyimagenet', 'csv' or 'imagefolder' from the folder's file names alone (nothing is read); else None."""
+    if (folder / "wnids.txt").is_file():
+        return "tinyimagenet"
+    if _labels_file(folder) is not None:
+        return "csv"
+    if (folder / "train").is_dir() and any(p.is_dir() for p in (folder / "train").iterdir()):
+        return "imagefolder"
+    return None
 
 
 def _descend(root: Path) -> Path:

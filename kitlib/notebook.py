@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from kitlib.data import LABEL_FILES
+from kitlib.data import detect_layout
 from kitlib.errors import KitError
 from kitlib.recipe import TrainConfig
 
@@ -86,8 +86,7 @@ def repo_root(start: Path | None = None) -> Path | None:
 
 def is_competition(folder: Path) -> bool:
     """Whether `folder` looks like one of the layouts kitlib.data reads (checked cheaply, no file is read)."""
-    return ((folder / "wnids.txt").is_file() or any((folder / name).is_file() for name in LABEL_FILES)
-            or ((folder / "train").is_dir() and any(p.is_dir() for p in (folder / "train").iterdir())))
+    return detect_layout(folder) is not None
 
 
 def find_competitions(base: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
@@ -360,11 +359,9 @@ def configure(config, env: Env):
 
 def training_data(competition, params: TrainParams):
     """The TrainingData `fit` gets for these parameters: decisions applied, split as the recipe says."""
-    from kitlib.dataset import prepare
+    from kitlib.train import prepare_for
 
-    t = params.train
-    return prepare(competition, size=t.decode_size, fit=t.fit, val_fraction=t.val_fraction, folds=t.folds,
-                   fold=t.fold, seed=t.seed, decisions=params.decisions, progress=t.progress)
+    return prepare_for(competition, params.train, decisions=params.decisions)
 
 
 def trained_runs(env: Env, names) -> list[Path]:
@@ -387,31 +384,6 @@ def trained_runs(env: Env, names) -> list[Path]:
             train(env.data, TrainConfig(**SMOKE_TRAIN, images_dir=str(env.images), progress=False), run)
         runs.append(run)
     return runs
-
-
-def evaluate_ensemble(runs, competition, out_dir: Path, *, tta: str = "none", scales=(1.0,)):
-    """The evaluation report of the runs' ensemble (with TTA) on their shared validation split.
-
-    Every run must have validated on the same samples (same split, same decisions); a fold
-    folder has no single split, so it is refused here: evaluate its out-of-fold predictions instead.
-    """
-    from kitlib.data import read_csv_strings
-    from kitlib.predict import load_runs, predict_probs
-    from kitlib.report import evaluate
-
-    tables = []
-    for run in runs:
-        if not (Path(run) / "val.csv").is_file():
-            raise KitError(f"{run}: no val.csv (a run without a validation split, or a folder of folds).")
-        tables.append(read_csv_strings(Path(run) / "val.csv"))
-    if any(not t["sample_index"].equals(tables[0]["sample_index"]) for t in tables[1:]):
-        raise KitError(f"runs {', '.join(str(r) for r in runs)} validated on different samples: give them the same "
-                       "val_fraction, seed and decisions to compare them on one split.")
-    models = load_runs(list(runs))
-    samples = competition.samples.set_index("sample_index").loc[tables[0]["sample_index"]].reset_index()
-    probs = predict_probs(models, samples, tta=tta, scales=scales)
-    return evaluate(tables[0]["label"].tolist(), probs, models[0].classes, out_dir=Path(out_dir),
-                    title=f"ensemble of {len(runs)} run(s), TTA {tta} (validation)")
 
 
 def show(*paths) -> None:

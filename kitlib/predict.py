@@ -290,3 +290,23 @@ def evaluate_oof(ids: Sequence[str], labels: Sequence[str], probs, classes: Sequ
                        f"{[ids[i] for i in missing[:5]]}: every sample must be in exactly one validation fold.")
     return evaluate(list(labels), probs, classes, out_dir=None if out_dir is None else Path(out_dir), title=title)
 
+
+def evaluate_ensemble(runs, competition, out_dir: Path, *, tta: str = "none", scales=(1.0,)):
+    """The evaluation report of the runs' ensemble (with TTA) on their shared validation split.
+
+    Every run must have validated on the same samples (same split, same decisions); a fold
+    folder has no single split, so it is refused here: evaluate its out-of-fold predictions instead.
+    """
+    tables = []
+    for run in runs:
+        if not (Path(run) / "val.csv").is_file():
+            raise KitError(f"{run}: no val.csv (a run without a validation split, or a folder of folds).")
+        tables.append(read_csv_strings(Path(run) / "val.csv"))
+    if any(not t["sample_index"].equals(tables[0]["sample_index"]) for t in tables[1:]):
+        raise KitError(f"runs {', '.join(str(r) for r in runs)} validated on different samples: give them the same "
+                       "val_fraction, seed and decisions to compare them on one split.")
+    models = load_runs(list(runs))
+    samples = competition.samples.set_index("sample_index").loc[tables[0]["sample_index"]].reset_index()
+    probs = predict_probs(models, samples, tta=tta, scales=scales)
+    return evaluate(tables[0]["label"].tolist(), probs, models[0].classes, out_dir=Path(out_dir),
+                    title=f"ensemble of {len(runs)} run(s), TTA {tta} (validation)")

@@ -336,11 +336,12 @@ def fit(data: TrainingData, config: TrainConfig = TrainConfig(), out: str | Path
              "val_samples": len(data.val_index), "kit_version": kitlib.__version__,
              "git_commit": checkpoint.git_commit()}, indent=1))
     board = logbook.TensorBoard(run_dir) if ctx.is_main else None
-    while state.epoch < (t.config.epochs or 10**9):
+    # a resumed run whose budget is spent (or that stopped early) has nothing left to train
+    finished = saved is not None and (t.clock.remaining() < t.reserve or _stale(t.config, state))
+    while state.epoch < (t.config.epochs or 10**9) and not finished:
         stopped = run_epoch(t, state)
-        row = end_epoch(t, state, board)
-        if stopped or t.clock.remaining() < t.reserve or _stale(t.config, state):
-            break
+        end_epoch(t, state, board)
+        finished = stopped or t.clock.remaining() < t.reserve or _stale(t.config, state)
     if board is not None:
         board.close()
     if ctx.is_main:
@@ -353,7 +354,7 @@ def _stale(config: TrainConfig, state: State) -> bool:
     return config.early_stopping is not None and state.stale >= config.early_stopping
 
 
-def end_epoch(t: Trainer, state: State, board) -> dict:
+def end_epoch(t: Trainer, state: State, board) -> None:
     """Validate, log, and save last.pt (and best.pt when the epoch is the best so far)."""
     started = time.perf_counter()
     model = t.ema.module if t.ema else t.model
@@ -380,7 +381,6 @@ def end_epoch(t: Trainer, state: State, board) -> dict:
         print(_summary(row, t.data.classes, better))
     save_last(t, state)
     t.reserve = max(t.reserve, 1.5 * (time.perf_counter() - started) + 2)
-    return row
 
 
 def _summary(row: dict, classes: list[str], better: bool) -> str:
@@ -409,15 +409,19 @@ def finish(t: Trainer, state: State) -> None:
           f"run saved in {t.run_dir} (best.pt, last.pt, metrics.csv, curves.png)")
 
 
-def train(competition, config: TrainConfig = TrainConfig(), out: str | Path = "runs/run", *,
-          decisions: str | Path | None = None, resume: bool = False) -> FitResult:
-    """Prepare a competition (a Competition or its folder) as `config` says, then `fit` it."""
+def prepare_for(competition, config: TrainConfig, *, decisions: str | Path | None = None) -> TrainingData:
+    """The TrainingData `config` asks for: decoded at its size, decisions applied, split as it says."""
     from kitlib.data import load_competition
     from kitlib.dataset import prepare
 
     if not hasattr(competition, "samples"):
         competition = load_competition(competition)
-    data = prepare(competition, size=config.decode_size, fit=config.fit, val_fraction=config.val_fraction,
+    return prepare(competition, size=config.decode_size, fit=config.fit, val_fraction=config.val_fraction,
                    folds=config.folds, fold=config.fold, seed=config.seed, decisions=decisions,
                    progress=config.progress)
-    return fit(data, config, out, resume=resume)
+
+
+def train(competition, config: TrainConfig = TrainConfig(), out: str | Path = "runs/run", *,
+          decisions: str | Path | None = None, resume: bool = False) -> FitResult:
+    """Prepare a competition (a Competition or its folder) as `config` says, then `fit` it."""
+    return fit(prepare_for(competition, config, decisions=decisions), config, out, resume=resume)

@@ -100,6 +100,8 @@ def test_time_budget_is_kept(demo_data, tmp_path):
     took = time.perf_counter() - started
     assert 0.6 * budget < took < 1.1 * budget
     assert (tmp_path / "run" / "best.pt").exists() and result.history[-1]["strength"] > 0.3
+    again = fit(demo_data, TrainConfig(progress=False, images_dir=None), tmp_path / "run", resume=True)
+    assert again.history == result.history  # the budget is spent: resuming trains nothing more
 
 
 def test_cifar10_subset_few_steps_then_resume(cifar10_root, tmp_path):
