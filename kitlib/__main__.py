@@ -81,6 +81,7 @@ def cmd_predict(args) -> None:
 
 def cmd_all(args) -> None:
     """Train inside the budget (keeping a share for predicting), then predict with the best model."""
+    from kitlib.augment import matching_tta
     from kitlib.data import load_competition
     from kitlib.predict import predict_submission
     from kitlib.train import train
@@ -90,14 +91,14 @@ def cmd_all(args) -> None:
     if args.time_budget:
         # predicting the test set (decoding included) gets 10 % of the budget, at least 5 s
         reserve = max(5.0, 0.1 * args.time_budget)
-        remaining = args.time_budget - (time.perf_counter() - STARTED) - reserve
+        remaining = args.time_budget - (time.perf_counter() - args.started) - reserve
         if remaining < 5:
             raise KitError(f"--time-budget {args.time_budget:g} s leaves no time to train: give more seconds.")
         config = dataclasses.replace(config, time_budget=remaining)
     run = Path(args.out)
     train(competition, config, run)
-    written = predict_submission([run], competition, run / "submission.csv", tta="hflip")
-    print(f"wrote {written.path} in {time.perf_counter() - STARTED:.0f} s")
+    written = predict_submission([run], competition, run / "submission.csv", tta=matching_tta(config.augment))
+    print(f"wrote {written.path} in {time.perf_counter() - args.started:.0f} s")
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +123,7 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
     parser.add_argument("--precision", help="bf16, fp16, fp32 (default: from the hardware)")
     parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    parser.add_argument("--epochs", type=int, help="epochs to train (or give --time-budget)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="wall-clock seconds: schedules adapt and the run ends inside them")
 
@@ -150,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train on DATA into RUN (config.json, metrics.csv, last.pt, "
                                 "best.pt, curves.png). Give --epochs or --time-budget.")
     _training_options(train)
-    train.add_argument("--epochs", type=int)
     train.add_argument("--decisions", metavar="CSV", help="decisions.csv (drop/keep/relabel) or suspects.csv (drop all)")
     train.add_argument("--resume", action="store_true", help="continue RUN from its last.pt")
     train.set_defaults(run=cmd_train)
@@ -172,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train on DATA (inside --time-budget seconds if given) "
                                      "and predict its test set with the best model into RUN/submission.csv.")
     _training_options(everything)
-    everything.add_argument("--epochs", type=int)
     everything.set_defaults(run=cmd_all)
     return parser
 
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user's mistake exits 2 with a one-line reason."""
     args = build_parser().parse_args(argv)
+    # the process's start under `python -m kitlib`; the call's start when called from Python
+    args.started = STARTED if argv is None else time.perf_counter()
     try:
         args.run(args)
     except KitError as error:

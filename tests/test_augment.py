@@ -433,3 +433,11 @@ def test_everything_stays_on_the_gpu(images):
     with pytest.raises(KitError, match="generator"):
         train_transform("light", size=(64, 64), num_classes=10, **NORM)(x, torch.zeros(32, dtype=torch.long),
                                                                          generator=seeded())
+
+
+def test_test_time_flips_match_the_training_flips():
+    from kitlib.augment import matching_tta
+
+    assert [matching_tta(p) for p in ("none", "light", "strong", "auto")] == ["none", "hflip", "hflip", "hflip"]
+    assert matching_tta([Flip(), Flip(vertical=True)]) == "flips"
+    assert matching_tta([Flip(p=0.0), PadCrop()]) == "none"

@@ -1,0 +1,52 @@
+"""The command line: every command answers --help, `all` and `predict` write a valid submission, bad input exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kitlib.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", ["demo", "eda", "train", "predict", "all"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0 and "usage: python -m kitlib" in capsys.readouterr().out
+
+
+def test_all_then_predict_on_the_demo(demo_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    started = time.perf_counter()
+    assert main(["all", str(demo_root), "--out", str(run), "--time-budget", "30", "--model", "resnet_small"]) == 0
+    assert time.perf_counter() - started < 33  # the budget covers the whole command
+    out = capsys.readouterr().out
+    assert f"wrote {run / 'submission.csv'}" in out
+    submission = pd.read_csv(run / "submission.csv", dtype=str, keep_default_na=False)
+    sample = pd.read_csv(demo_root / "sample_submission.csv", dtype=str, keep_default_na=False)
+    assert list(submission["sample_index"]) == list(sample["sample_index"])
+    assert set(submission["label"]) <= set(pd.read_csv(demo_root / "train_labels.csv", dtype=str)["label"])
+    answers = pd.read_csv(demo_root.parent / "answers.csv", dtype=str)
+    assert (submission["label"] == answers["label"]).mean() > 0.5  # it learned the digits in 30 s
+    assert main(["predict", str(run), "--data", str(demo_root), "--out", str(tmp_path / "again.csv"), "--tta"]) == 0
+    assert len(pd.read_csv(tmp_path / "again.csv")) == 300 and (tmp_path / "again.json").exists()
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "kitlib", "train", str(tmp_path / "missing"), "--out",
+                           str(tmp_path / "run"), "--epochs", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing'}: no such folder. Pass the folder that holds the competition's files."]
+
+
+def test_epochs_and_budget_are_alternatives(demo_root, tmp_path, capsys):
+    assert main(["train", str(demo_root), "--out", str(tmp_path / "r"), "--epochs", "1", "--time-budget", "9"]) == 2
+    assert "give epochs or time_budget, not both" in capsys.readouterr().err
