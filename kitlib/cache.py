@@ -79,9 +79,14 @@ def _resolve_size(size, paths: list[str]) -> tuple[int, int]:
         return size, size
     if size is not None:
         return int(size[0]), int(size[1])
-    step = max(1, len(paths) // 200)  # headers of ~200 images, spread over the list, are enough
+    return common_size(paths)
+
+
+def common_size(paths: Sequence[str | Path]) -> tuple[int, int]:
+    """(H, W) most common among the images, read from the headers of ~200 spread over the list."""
+    step = max(1, len(paths) // 200)
     sizes = Counter()
-    for path in paths[::step]:
+    for path in list(paths)[::step]:
         try:
             with Image.open(path) as im:
                 sizes[im.size] += 1
@@ -89,7 +94,7 @@ def _resolve_size(size, paths: list[str]) -> tuple[int, int]:
             raise KitError(f"{path}: not a readable image ({error}). Delete or replace it.") from error
     (w, h), count = sizes.most_common(1)[0]
     if len(sizes) > 1:
-        print(f"images have {len(sizes)} sizes; using the most common, {w}x{h} "
+        print(f"images have {len(sizes)} sizes; the most common is {w}x{h} "
               f"({count} of {sum(sizes.values())} sampled); pass size= to choose")
     return h, w
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import kitlib
-from kitlib import augment, checkpoint, distributed, logbook, metrics, models, runtime
+from kitlib import augment, checkpoint, distributed, logbook, metrics, models, recipe, runtime
 from kitlib.dataset import TrainingData
 from kitlib.ema import EMA
 from kitlib.recipe import (Phase, TrainConfig, build_optimizer, class_weight, enter_phase, phases, resolve,
@@ -411,12 +411,20 @@ def finish(t: Trainer, state: State) -> None:
 
 def prepare_for(competition, config: TrainConfig, *, decisions: str | Path | None = None) -> TrainingData:
     """The TrainingData `config` asks for: decoded at its size, decisions applied, split as it says."""
+    from kitlib.cache import common_size
     from kitlib.data import load_competition
     from kitlib.dataset import prepare
 
     if not hasattr(competition, "samples"):
         competition = load_competition(competition)
-    return prepare(competition, size=config.decode_size, fit=config.fit, val_fraction=config.val_fraction,
+    size = config.decode_size
+    if not size:
+        common = common_size(competition.samples["image"])
+        size = recipe.decode_size(config, common, runtime.pick_device(config.device).type)
+        if size != common:
+            print(f"decoding at {size[1]}x{size[0]} px (most images are {common[1]}x{common[0]}); "
+                  "set decode_size (--decode-size) to choose")
+    return prepare(competition, size=size, fit=config.fit, val_fraction=config.val_fraction,
                    folds=config.folds, fold=config.fold, seed=config.seed, decisions=decisions,
                    progress=config.progress)
 

@@ -108,7 +108,7 @@ def test_masks_follow_images_and_missing_masks_are_zero(tmp_path):
 def test_mixed_sizes_without_a_size_use_the_most_common(tmp_path, capsys):
     paths = [noise_png(tmp_path / f"{i}.png", (10, 6) if i < 3 else (7, 7), seed=i) for i in range(4)]
     assert cache.decode(paths, progress=False).images.shape == (4, 3, 6, 10)
-    assert "images have 2 sizes; using the most common, 10x6" in capsys.readouterr().out
+    assert "images have 2 sizes; the most common is 10x6" in capsys.readouterr().out
 
 
 def test_truncated_and_non_image_files_are_named(tmp_path):

@@ -21,9 +21,11 @@ from kitlib import checkpoint, models
 from kitlib.data import load_competition
 from kitlib.dataset import prepare
 from kitlib.errors import KitError
-from kitlib.recipe import TrainConfig
+from kitlib.recipe import TrainConfig, decode_size
 from kitlib.schedules import Plateau, lr_factor
-from kitlib.train import fit, sample_losses
+from kitlib.train import fit, prepare_for, sample_losses
+
+from builders import csv_competition, noise_png
 
 ROOT = Path(__file__).resolve().parents[1]
 # a narrow kit ResNet: seconds per epoch on the demo's 1,197 training digits at 32 px
@@ -157,3 +159,22 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(demo_root, tmp_path):
     assert checkpoint.load(last)["step"] == 57
     for name, tensor in whole.items():
         assert torch.allclose(tensor.float(), resumed[name].float(), atol=1e-5), name
+
+
+def test_default_decode_size_shrinks_large_images_to_the_training_size():
+    config = TrainConfig()
+    assert decode_size(config, (512, 384), "cpu") == (64, 48)  # aspect kept
+    assert decode_size(config, (512, 512), "cuda") == (128, 128)
+    assert decode_size(config, (32, 32), "cpu") == (32, 32)  # never enlarged
+    assert decode_size(TrainConfig(image_size=96), (512, 512), "cpu") == (96, 96)
+    assert decode_size(TrainConfig(model="resnet18", pretrained=True), (512, 512), "cpu") == (224, 224)
+    assert decode_size(TrainConfig(decode_size=200), (512, 512), "cpu") == (200, 200)
+
+
+def test_prepare_for_decodes_large_images_at_the_capped_size(tmp_path, capsys):
+    root = csv_competition(tmp_path / "comp", masks=False, test=0)
+    for image in (root / "train_data").glob("img_*.png"):
+        noise_png(image, (256, 192))  # (w, h)
+    data = prepare_for(root, TrainConfig(device="cpu", progress=False))
+    assert tuple(data.images.shape) == (8, 3, 48, 64)
+    assert "decoding at 64x48 px (most images are 256x192)" in capsys.readouterr().out
