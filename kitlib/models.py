@@ -41,14 +41,14 @@ def names() -> list[str]:
     return [*resnet.PRESETS, *TORCHVISION]
 
 
-def default_name(image_size: int, device_type: str) -> str:
+def default_name(image_size: int, device_type: str, pretrained: bool = False) -> str:
     """A sensible model for `image_size` px images on `device_type` ('cpu', 'cuda', 'mps').
 
-    Up to 96 px the kit's ResNet (small on CPU; on a GPU large up to 48 px, else medium);
-    larger images get a torchvision net meant to be fine-tuned from pretrained weights: on CPU
-    mobilenet_v3_small, ~3x the training speed of mobilenet_v3_large at 224 px (budgets are short there).
+    Up to 96 px, from scratch, the kit's ResNet (small on CPU; on a GPU large up to 48 px, else
+    medium); larger images, or pretrained weights, get a torchvision net meant to be fine-tuned: on
+    CPU mobilenet_v3_small, ~3x the training speed of mobilenet_v3_large at 224 px (budgets are short there).
     """
-    if image_size <= 96:
+    if image_size <= 96 and not pretrained:
         if device_type == "cpu":
             return "resnet_small"
         return "resnet_large" if image_size <= 48 else "resnet_medium"

@@ -159,7 +159,7 @@ def phases(config: TrainConfig) -> list[Phase]:
 def resolve(config: TrainConfig, data: TrainingData, device: torch.device) -> TrainConfig:
     """Fill every 'auto' and None of `config` from the data and the hardware (what config.json records)."""
     pretrained = config.pretrained or config.weights is not None
-    model = config.model if config.model != "auto" else models.default_name(max(data.size), device.type)
+    model = config.model if config.model != "auto" else models.default_name(max(data.size), device.type, pretrained)
     size = config.image_size or models.input_size(model, pretrained) or max(data.size)
     optimizer = config.optimizer if config.optimizer != "auto" else ("adamw" if pretrained else "sgd")
     base_lr = 0.2 if optimizer == "sgd" else 1e-3

@@ -130,6 +130,7 @@ def test_input_size_normalization_and_default_names():
     assert models.default_name(64, "cuda") == "resnet_medium"
     assert models.default_name(224, "cuda") == "resnet50"
     assert models.default_name(224, "cpu") == "mobilenet_v3_small"
+    assert models.default_name(32, "cpu", pretrained=True) == "mobilenet_v3_small"  # the kit's nets have no weights
 
 
 # --- offline weights ----------------------------------------------------------------------
