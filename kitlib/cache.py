@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,15 @@ from tqdm.auto import tqdm
 from kitlib.errors import KitError
 from kitlib.runtime import cache_dir as default_cache_dir, cpu_count
 
+try:  # deprecated in torchvision 0.29 in favour of torchcodec; PIL decodes everything without it
+    from torchvision.io import decode_jpeg
+except ImportError:
+    decode_jpeg = None
+
 FITS = ("squash", "pad", "crop")
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 CHUNK = 256  # images per worker task: small enough for a smooth progress bar
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,27 @@ def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str
         return np.asarray(_fit(_to_mask(im), size, fit, Image.NEAREST))[None]
 
 
+def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndarray]:
+    """{position: (3, H, W) uint8} for the colour JPEGs among `paths` whose pixels are already (H, W).
+
+    torchvision decodes the whole list in C++ (libjpeg-turbo with the defaults Pillow uses, so the
+    pixels are identical: tested), ~2.3x PIL's per-image path for small files. Everything else
+    (grey or CMYK JPEGs, other sizes, a file that fails) is left out, for read_image to handle.
+    """
+    chosen = [i for i, path in enumerate(paths) if path.lower().endswith(JPEG_SUFFIXES)]
+    if not chosen or decode_jpeg is None:
+        return {}
+    try:
+        data = [torch.from_numpy(np.fromfile(paths[i], dtype=np.uint8)) for i in chosen]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode_jpeg(data, apply_exif_orientation=True)
+    # one broken file fails the whole list (PIL then names it); TypeError: a torchvision before 0.19
+    except (OSError, RuntimeError, ValueError, TypeError):
+        return {}
+    return {i: image.numpy() for i, image in zip(chosen, decoded) if tuple(image.shape) == (3, *size)}
+
+
 def _oriented_size(im: Image.Image) -> tuple[int, int]:
     """(width, height) after EXIF orientation, read from the header alone."""
     w, h = im.size
@@ -204,10 +232,11 @@ def _decode_chunk(start: int) -> tuple[int, list[tuple[str, str]]]:
     # plain ndarray views of the memory maps: np.memmap's per-item bookkeeping costs ~10 us an image
     images = np.load(job["images"], mmap_mode="r+").view(np.ndarray)
     masks = np.load(job["masks"], mmap_mode="r+").view(np.ndarray) if job["masks"] else None
+    fast = read_jpegs(job["paths"][start:stop], job["size"])
     for i in range(start, stop):
         path = job["paths"][i]
         try:
-            images[i] = read_image(path, job["size"], job["fit"])
+            images[i] = fast[i - start] if i - start in fast else read_image(path, job["size"], job["fit"])
             if masks is not None and job["mask_paths"][i] is not None:
                 path = job["mask_paths"][i]
                 masks[i] = read_mask(path, job["size"], job["fit"], job["paths"][i])

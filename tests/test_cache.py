@@ -95,6 +95,23 @@ def test_exif_orientation_is_applied(tmp_path):
     assert decoded[:3].mean() > 200 and decoded[-3:].mean() < 50  # bright half is now on top
 
 
+def test_jpegs_take_the_batched_path_with_pils_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = [Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)) for _ in range(4)]
+    paths = [_saved(tmp_path, "444.jpg", noise[0], quality=90, subsampling=0),
+             _saved(tmp_path, "420.jpg", noise[1], quality=75, subsampling=2),
+             _saved(tmp_path, "progressive.JPEG", noise[2], quality=90, progressive=True),
+             _saved(tmp_path, "grey.jpg", noise[3].convert("L"), quality=90)]
+    assert sorted(cache.read_jpegs([str(p) for p in paths], (24, 20))) == [0, 1, 2]  # grey: left to PIL
+    decoded = cache.decode(paths, size=(24, 20), progress=False).images.numpy()
+    for i, path in enumerate(paths):
+        assert np.array_equal(decoded[i], np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1)), path
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(paths[0].read_bytes()[:300])
+    with pytest.raises(KitError, match="1 file\\(s\\) could not be decoded: .*cut.jpg"):
+        cache.decode(paths[:2] + [cut], size=(24, 20), progress=False)
+
+
 def test_masks_follow_images_and_missing_masks_are_zero(tmp_path):
     images = [png(tmp_path / "img_0.png", size=(6, 6)), png(tmp_path / "img_1.png", size=(6, 6))]
     mask = np.zeros((6, 6), np.uint8)
