@@ -22,7 +22,8 @@ def test_every_command_has_help(command, capsys):
     assert done.value.code == 0 and "usage: python -m kitlib" in capsys.readouterr().out
 
 
-def test_all_then_predict_on_the_demo(demo_root, tmp_path, capsys):
+def test_all_then_predict_on_the_demo(demo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run's curves go to ./images: keep them out of the repo
     run = tmp_path / "run"
     started = time.perf_counter()
     assert main(["all", str(demo_root), "--out", str(run), "--time-budget", "30", "--model", "resnet_small"]) == 0
