@@ -68,7 +68,9 @@ def plot_samples(competition: Competition, images: np.ndarray, masks: np.ndarray
             if masks is not None and masks[i].any():
                 ax.contour(masks[i, 0] > 0, levels=[0.5], colors="red", linewidths=0.8)
         row[0].set_title(_short(name, 40), fontsize=8, loc="left")
-    fig.suptitle("Training samples per class" + (" (mask outlined)" if masks is not None else ""))
+    shown = f"first {len(classes)} of {len(competition.classes)} classes" if len(classes) < len(competition.classes) else ""
+    notes = ", ".join(n for n in (shown, "mask outlined" if masks is not None else "") if n)
+    fig.suptitle("Training samples per class" + (f" ({notes})" if notes else ""))
     return _save(fig, path)
 
 
@@ -165,5 +167,5 @@ def run_eda(competition: Competition, out_dir: str | Path = "images", *, size: i
         plot_brightness(images, test_images, out / "eda_train_vs_test.png"),
     ]
     print(competition.summary())
-    print(f"most common image sizes (w, h): {common}")
+    print(f"most common image sizes (w, h) of {len(train)} training images: {common}")
     return paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from kitlib import eda
 from kitlib.cache import decode_table
 from kitlib.data import load_competition
 
@@ -33,3 +34,15 @@ def test_tiny_imagenet_in_its_own_layout(tiny_imagenet_root):
     assert comp.samples.groupby("split")["label"].nunique().to_dict() == {"train": 100, "val": 100}
     label = comp.samples.set_index("sample_index")["label"]
     assert (label["val_1.JPEG"], label["val_3.JPEG"]) == ("reel", "bathtub, bathing tub, bath, tub")
+
+
+def test_eda_figures_on_tiny_imagenet(tiny_imagenet_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
+    shown = []
+    monkeypatch.setattr(eda.plt.Figure, "suptitle", lambda self, text, **k: shown.append(text))
+    paths = eda.run_eda(load_competition(tiny_imagenet_root), tmp_path / "images", progress=False)
+    assert [p.name for p in paths] == ["eda_class_counts.png", "eda_samples.png", "eda_sizes.png",
+                                       "eda_channels.png", "eda_train_vs_test.png"]
+    assert all(Image.open(p).size[0] > 500 for p in paths)
+    assert "Training samples per class (first 12 of 100 classes)" in shown  # no silent cut
+    assert "most common image sizes (w, h) of 5000 training images: [((64, 64), 5000)]" in capsys.readouterr().out
