@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kitlib import checkpoint, models
+from kitlib import checkpoint, models, runtime
 from kitlib.data import load_competition
 from kitlib.dataset import prepare
 from kitlib.errors import KitError
@@ -70,13 +70,23 @@ def test_fit_end_to_end_then_resume(demo_data, tmp_path):
     assert np.load(run / "val_probs.npy").shape == (299, 10)  # 20 % of each class of 1,497
     config = json.loads((run / "config.json").read_text())
     assert (config["model"], config["optimizer"], config["precision"], config["norm"]) == \
-        ("resnet_small", "sgd", "fp32", "batch")
+        ("resnet_small", "sgd", "bf16" if runtime._cpu_has_fast_bf16() else "fp32", "batch")
     model, saved = checkpoint.load_model(run / "best.pt")
     assert saved["classes"] == demo_data.classes and saved["normalization"]["size"] == [32, 32]
     assert result.best["epoch"] == saved["epoch"]
     resumed = fit(demo_data, TrainConfig(epochs=3, progress=False, images_dir=None), run, resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     assert list(pd.read_csv(run / "metrics.csv")["step"]) == [19, 38, 57]
+
+
+def test_bf16_autocast_trains_on_cpu(demo_data, tmp_path):
+    # the precision AMX / AVX-512-BF16 CPUs get by default; forced here, where it is only slower
+    small = dataclasses.replace(demo_data, train_index=demo_data.train_index[:256], val_index=demo_data.val_index[:64])
+    result = fit(small, TrainConfig(epochs=1, precision="bf16", **TINY), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
+    assert math.isfinite(result.history[-1]["train_loss"]) and result.history[-1]["step"] == 4
+    model, _ = checkpoint.load_model(tmp_path / "run" / "best.pt")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # autocast keeps fp32 weights
 
 
 def test_validation_batches_are_identical_across_epochs(demo_data, tmp_path, monkeypatch):
