@@ -199,14 +199,21 @@ def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndar
     if not chosen or decode_jpeg is None:
         return {}
     try:
-        data = [torch.from_numpy(np.fromfile(paths[i], dtype=np.uint8)) for i in chosen]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = decode_jpeg(data, apply_exif_orientation=True)
+            first = decode_jpeg(_file_bytes(paths[chosen[0]]), apply_exif_orientation=True)
+            if tuple(first.shape) != (3, *size):  # photos to shrink: PIL's reduced-scale decode does better
+                return {}
+            rest = [_file_bytes(paths[i]) for i in chosen[1:]]
+            decoded = [first, *(decode_jpeg(rest, apply_exif_orientation=True) if rest else [])]
     # one broken file fails the whole list (PIL then names it); TypeError: a torchvision before 0.19
     except (OSError, RuntimeError, ValueError, TypeError):
         return {}
     return {i: image.numpy() for i, image in zip(chosen, decoded) if tuple(image.shape) == (3, *size)}
+
+
+def _file_bytes(path: str) -> torch.Tensor:
+    return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
 
 
 def _oriented_size(im: Image.Image) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from kitlib.cache import decode_table  # noqa: E402
 from kitlib.data import Competition  # noqa: E402
+from kitlib.report import shorten  # noqa: E402
 
 MAX_IMAGES = 5000  # per split: enough for every statistic here, and fast on any data set
 GRID_CLASSES, GRID_PER_CLASS = 12, 8
@@ -23,10 +24,6 @@ GRID_CLASSES, GRID_PER_CLASS = 12, 8
 
 def _subsample(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return table if len(table) <= MAX_IMAGES else table.sample(MAX_IMAGES, random_state=seed)
-
-
-def _short(name: str, width: int = 28) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def _save(fig, path: Path) -> Path:
@@ -43,7 +40,7 @@ def plot_class_counts(competition: Competition, path: Path) -> Path:
     if len(counts) > 60:
         counts = pd.concat([counts.head(30), counts.tail(30)])
     fig, ax = plt.subplots(figsize=(8, 0.25 * len(counts) + 1.5))
-    ax.barh([_short(c) for c in counts.index], counts.values, color="tab:blue")
+    ax.barh([shorten(c, 28) for c in counts.index], counts.values, color="tab:blue")
     ratio = counts.max() / max(counts.min(), 1)
     ax.set_title(f"Training samples per class ({len(competition.classes)} classes, "
                  f"largest/smallest = {ratio:.1f})")
@@ -67,7 +64,7 @@ def plot_samples(competition: Competition, images: np.ndarray, masks: np.ndarray
             ax.imshow(images[i].transpose(1, 2, 0))
             if masks is not None and masks[i].any():
                 ax.contour(masks[i, 0] > 0, levels=[0.5], colors="red", linewidths=0.8)
-        row[0].set_title(_short(name, 40), fontsize=8, loc="left")
+        row[0].set_title(shorten(name, 40), fontsize=8, loc="left")
     shown = f"first {len(classes)} of {len(competition.classes)} classes" if len(classes) < len(competition.classes) else ""
     notes = ", ".join(n for n in (shown, "mask outlined" if masks is not None else "") if n)
     fig.suptitle("Training samples per class" + (f" ({notes})" if notes else ""))

@@ -118,6 +118,10 @@ class TrainConfig:
             raise KitError(f"class_weights {self.class_weights!r}: choose one of auto, none, balanced, sqrt.")
 
 
+def _pretrained(config: TrainConfig) -> bool:
+    return config.pretrained or config.weights is not None
+
+
 AUTO_DECODE_CAP = {"cpu": 64, "mps": 128, "cuda": 128}
 """Longest side (px) of the default decode size per device type. On a 2-core CPU the kit's ResNet
 trains at ~280 img/s at 64 px, but a 256 px mobilenet_v3_small at ~60 img/s: a short budget on
@@ -130,8 +134,9 @@ def decode_size(config: TrainConfig, common: tuple[int, int], device_type: str) 
         return config.decode_size, config.decode_size
     if config.image_size:
         cap = config.image_size
-    elif config.pretrained or config.weights is not None:
-        cap = models.input_size(config.model, True) if config.model != "auto" else 224
+    elif _pretrained(config):
+        model = config.model if config.model != "auto" else models.default_name(max(common), device_type, True)
+        cap = models.input_size(model, True)
     else:
         cap = AUTO_DECODE_CAP.get(device_type, 64)
     scale = min(1.0, cap / max(common))
@@ -158,7 +163,7 @@ def phases(config: TrainConfig) -> list[Phase]:
 
 def resolve(config: TrainConfig, data: TrainingData, device: torch.device) -> TrainConfig:
     """Fill every 'auto' and None of `config` from the data and the hardware (what config.json records)."""
-    pretrained = config.pretrained or config.weights is not None
+    pretrained = _pretrained(config)
     model = config.model if config.model != "auto" else models.default_name(max(data.size), device.type, pretrained)
     size = config.image_size or models.input_size(model, pretrained) or max(data.size)
     optimizer = config.optimizer if config.optimizer != "auto" else ("adamw" if pretrained else "sgd")

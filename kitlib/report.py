@@ -78,8 +78,8 @@ def confused_pairs(conf: np.ndarray, classes: Sequence[str], top: int = 10) -> p
     return table.head(top).reset_index(drop=True)
 
 
-def _short(name: str, width: int) -> str:
-    """`name` cut to `width` characters with an ellipsis."""
+def shorten(name: str, width: int) -> str:
+    """`name` cut to `width` characters with an ellipsis (long class names in figures and summaries)."""
     return name if len(name) <= width else name[: width - 1] + "\u2026"
 
 
@@ -89,10 +89,10 @@ def plot_confusion(conf: np.ndarray, classes: Sequence[str], path: Path, *, titl
     rows = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)  # (K, K) share of each true class
     side = float(np.clip(2.5 + 0.3 * k, 5, 16))  # inches per panel
     if k <= FULL_NAMES_UP_TO:
-        ticks, names, size = np.arange(k), [_short(c, 22) for c in classes], 8
+        ticks, names, size = np.arange(k), [shorten(c, 22) for c in classes], 8
     else:  # every step-th class, as "index name" so the rest can be looked up in per_class.csv
         ticks = np.arange(0, k, math.ceil(k / 40))
-        names, size = [f"{i} {_short(classes[i], 12)}" for i in ticks], 6
+        names, size = [f"{i} {shorten(classes[i], 12)}" for i in ticks], 6
     fig = Figure(figsize=(2 * side + 2, side), layout="constrained")
     for ax, values, what in zip(fig.subplots(1, 2), (conf, rows), ("counts", "share of true class")):
         # square-root colour scale: the few-sample mistakes off the diagonal stay visible
@@ -132,14 +132,14 @@ def _summary(title: str, report: dict, classes: Sequence[str], n: int) -> str:
     never = table.index[(table["predicted"] == 0) & (table["support"] > 0)].tolist()
     if never:
         lines.append(f"{len(never)} class(es) never predicted: "
-                     + ", ".join(repr(_short(c, 40)) for c in never[:5]) + (" ..." if len(never) > 5 else ""))
+                     + ", ".join(repr(shorten(c, 40)) for c in never[:5]) + (" ..." if len(never) > 5 else ""))
     weakest = table[table["support"] > 0].sort_values("f1").head(5)
     lines.append("weakest classes (F1): "
-                 + ", ".join(f"{_short(c, 40)!r} {r.f1:.2f}" for c, r in weakest.iterrows()))
+                 + ", ".join(f"{shorten(c, 40)!r} {r.f1:.2f}" for c, r in weakest.iterrows()))
     pairs = report["confused_pairs"].head(5)
     if len(pairs):
         lines.append("most confused (true -> predicted): " + "; ".join(
-            f"{_short(r.true, 40)!r} -> {_short(r.predicted, 40)!r} {r.count} ({r.share:.0%})"
+            f"{shorten(r.true, 40)!r} -> {shorten(r.predicted, 40)!r} {r.count} ({r.share:.0%})"
             for r in pairs.itertuples()))
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from kitlib.data import read_csv_strings
 from kitlib.dataset import ACTIONS
 from kitlib.errors import KitError
 from kitlib.files import replace_atomically
+from kitlib.report import shorten
 from kitlib.train import sample_losses
 
 COLUMNS = ["sample_index", "label", "predicted", "p_label", "p_pred", "loss"]
@@ -122,15 +123,11 @@ def _pixels(table: pd.DataFrame, data) -> np.ndarray:
     return data.images[[row[s] for s in table["sample_index"]]].permute(0, 2, 3, 1).numpy()
 
 
-def _short(text: str, width: int = 22) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def caption(row: pd.Series) -> str:
     """What a grid shows under an image: its id and label, and the prediction, loss or flatness when known."""
-    lines = [_short(str(row["sample_index"])), f"label: {_short(str(row['label']))}"]
+    lines = [shorten(str(row["sample_index"]), 22), f"label: {shorten(str(row['label']), 22)}"]
     if isinstance(row.get("predicted"), str):
-        lines.append(f"pred: {_short(row['predicted'])} ({row['p_pred']:.2f})")
+        lines.append(f"pred: {shorten(row['predicted'], 22)} ({row['p_pred']:.2f})")
         lines.append(f"loss {row['loss']:.2f}, p(label) {row['p_label']:.2f}")
     if pd.notna(row.get("pixel_std", np.nan)):
         lines.append(f"pixel std {row['pixel_std']:.3f}")
