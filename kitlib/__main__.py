@@ -13,6 +13,9 @@ from pathlib import Path  # noqa: E402
 
 from kitlib.errors import KitError  # noqa: E402
 
+AUDIT_SHARE = 0.25  # of `all`'s training time, for the audit's fold runs; the rest trains on the cleaned data
+MIN_FOLD_SECONDS = 10  # below this per fold model, `all` skips the audit: such models would flag noise
+
 
 def resolve_data(data: str) -> Path:
     """A competition folder; the word 'demo' (with no such folder here) means the embedded demo."""
@@ -62,6 +65,29 @@ def train_config(args):
         raise KitError(f"{args.config}: {error}") from error
 
 
+def audit_config(args, train_config):
+    """The AuditConfig of an `audit` or `all` command: its fold runs train as `train_config` says."""
+    from kitlib.audit import AuditConfig
+
+    if train_config.epochs is None and train_config.time_budget is None:
+        train_config = dataclasses.replace(train_config, epochs=AuditConfig().train.epochs)
+    return AuditConfig(folds=args.audit_folds, time_budget=args.time_budget,
+                       train=dataclasses.replace(train_config, images_dir=None, time_budget=None))
+
+
+def cmd_audit(args) -> None:
+    from kitlib.audit import audit
+    from kitlib.data import load_competition
+    from kitlib.train import prepare_for
+
+    config = audit_config(args, train_config(args))
+    competition = load_competition(resolve_data(args.data))
+    data = prepare_for(competition, dataclasses.replace(config.train, val_fraction=0))
+    result = audit(data, config, args.out, started=args.started)
+    print(f"review {result.run_dir / 'suspects.png'}, then train without the suspects: python -m kitlib train "
+          f"{args.data} --out RUN --decisions {result.run_dir / 'suspects.csv'}")
+
+
 def cmd_train(args) -> None:
     from kitlib.train import train
 
@@ -79,8 +105,32 @@ def cmd_predict(args) -> None:
     print(f"wrote {written.path} and {written.meta_path}")
 
 
+def _seconds_left(args, reserve: float) -> float:
+    """Seconds of `all`'s budget left for training, keeping `reserve` for predicting."""
+    return args.time_budget - (time.perf_counter() - args.started) - reserve
+
+
+def _audit_for_all(args, data, config, run: Path, reserve: float) -> Path | None:
+    """`all`'s audit in a quarter of the training time (RUN/audit); its suspects.csv, or None when skipped."""
+    from kitlib.audit import audit
+
+    if not args.audit_folds:
+        return None
+    budget = None
+    if args.time_budget:
+        budget = AUDIT_SHARE * _seconds_left(args, reserve)
+        if budget < MIN_FOLD_SECONDS * args.audit_folds:
+            needed = args.time_budget * MIN_FOLD_SECONDS * args.audit_folds / max(budget, 1e-9)
+            print(f"no audit: a quarter of the training time ({budget:.0f} s) is too little for "
+                  f"{args.audit_folds} fold models; give --time-budget {needed:.0f} or more (or --audit-folds 0)")
+            return None
+    result = audit(data, audit_config(argparse.Namespace(**{**vars(args), "time_budget": budget}), config),
+                   run / "audit")
+    return result.run_dir / "suspects.csv"
+
+
 def cmd_all(args) -> None:
-    """Train inside the budget (keeping a share for predicting), then predict with the best model."""
+    """Audit, train without the suspects, predict: each inside its share of the budget."""
     from kitlib.augment import matching_tta
     from kitlib.data import load_competition
     from kitlib.predict import predict_submission
@@ -90,19 +140,24 @@ def cmd_all(args) -> None:
     config = train_config(args)
     decoding = time.perf_counter()
     data = prepare_for(competition, config)  # decoded inside the budget: large PNGs take minutes
+    run = Path(args.out)
+    reserve = 0.0
     if args.time_budget:
         # predicting gets 10 % of the budget (at least 5 s) plus the test set's decoding, estimated
         # from the training set's (zero when both were cached)
         per_image = (time.perf_counter() - decoding) / len(competition.samples)
         reserve = max(5.0, 0.1 * args.time_budget) + per_image * len(competition.test)
-        remaining = args.time_budget - (time.perf_counter() - args.started) - reserve
-        if remaining < 5:
+        if _seconds_left(args, reserve) < 10:
             raise KitError(f"--time-budget {args.time_budget:g} s leaves no time to train: give more seconds.")
-        config = dataclasses.replace(config, time_budget=remaining)
-    run = Path(args.out)
+    suspects = _audit_for_all(args, data, config, run, reserve)
+    if suspects is not None:
+        data = prepare_for(competition, config, decisions=suspects)
+    if args.time_budget:
+        config = dataclasses.replace(config, time_budget=max(_seconds_left(args, reserve), 5.0))
     fit(data, config, run)
     written = predict_submission([run], competition, run / "submission.csv", tta=matching_tta(config.augment))
-    print(f"wrote {written.path} in {time.perf_counter() - args.started:.0f} s")
+    print(f"wrote {written.path} in {time.perf_counter() - args.started:.0f} s"
+          + (f", trained without the audit's suspects ({suspects})" if suspects else ""))
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument("--size", type=int, default=None, help="decode size in px (default: native, <= 128)")
     eda.set_defaults(run=cmd_eda)
 
+    audit = commands.add_parser("audit", help="flag blank, duplicate, alien and mislabeled training samples",
+                                description="Train K fold models (RUN/fold0 ...), score every training sample "
+                                "out of fold, and write RUN/suspects.csv (flagged, worst first), RUN/scores.csv "
+                                "(every sample) and RUN/suspects.png. Train on the rest with --decisions "
+                                "RUN/suspects.csv.")
+    audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
+    audit.add_argument("--out", required=True, metavar="RUN", help="audit folder")
+    audit.add_argument("--folds", dest="audit_folds", type=int, default=4, metavar="K",
+                       help="fold models (default 4): each sample is scored by the one that never trained on it")
+    audit.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole audit")
+    audit.add_argument("--epochs", type=int, help="epochs per fold model (default 10; or give --time-budget)")
+    for flag, kind, text in (("--model", str, "model name (default: as train)"), ("--size", int, "model input in px"),
+                             ("--decode-size", int, "decode size in px"), ("--device", str, "cuda, mps, cpu"),
+                             ("--seed", int, "seeds the folds' training")):
+        audit.add_argument(flag, type=kind, help=text)
+    audit.set_defaults(run=cmd_audit)
+
     train = commands.add_parser("train", help="train a model into a run folder",
                                 description="Train on DATA into RUN (config.json, metrics.csv, last.pt, "
                                 "best.pt, curves.png). Give --epochs or --time-budget.")
@@ -173,10 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="TTA input-size factors, e.g. 0.875 1 1.125")
     predict.set_defaults(run=cmd_predict)
 
-    everything = commands.add_parser("all", help="train, then predict: RUN/submission.csv",
-                                     description="Train on DATA (inside --time-budget seconds if given) "
-                                     "and predict its test set with the best model into RUN/submission.csv.")
+    everything = commands.add_parser("all", help="audit, train without the suspects, predict: RUN/submission.csv",
+                                     description="Audit DATA (RUN/audit, a quarter of the training time), train "
+                                     "on the samples it did not flag, and predict the test set with the best model "
+                                     "into RUN/submission.csv, all inside --time-budget seconds if given.")
     _training_options(everything)
+    everything.add_argument("--audit-folds", type=int, default=4, metavar="K",
+                            help="fold models of the audit (default 4; 0: no audit, train on every sample)")
     everything.set_defaults(run=cmd_all)
     return parser
 

@@ -24,6 +24,7 @@ import torch
 from matplotlib.figure import Figure
 
 from kitlib import checkpoint
+from kitlib.audit import blank_scores  # noqa: F401  (review.blank_scores, as before)
 from kitlib.data import read_csv_strings
 from kitlib.dataset import ACTIONS
 from kitlib.errors import KitError
@@ -91,15 +92,6 @@ def top_losses(run: str | Path, k: int | None = None) -> pd.DataFrame:
     return out if k is None else out.head(k)
 
 
-def blank_scores(images: torch.Tensor) -> np.ndarray:
-    """(N,) pixel std of (N, 3, H, W) uint8 images (per channel, then averaged), in [0, 0.5]: 0 = one flat colour."""
-    out = np.empty(len(images), dtype=np.float64)
-    for start in range(0, len(images), 1024):  # float64 copies of 1,024 images at a time
-        chunk = images[start:start + 1024].double() / 255.0  # (n, 3, H, W)
-        out[start:start + len(chunk)] = chunk.flatten(2).std(dim=2, unbiased=False).mean(dim=1).numpy()
-    return out
-
-
 def flattest(data, k: int = 24) -> pd.DataFrame:
     """The `k` training images with the least pixel variation (blanks, lens caps), flattest first.
 
@@ -129,6 +121,10 @@ def caption(row: pd.Series) -> str:
     if isinstance(row.get("predicted"), str):
         lines.append(f"pred: {shorten(row['predicted'], 22)} ({row['p_pred']:.2f})")
         lines.append(f"loss {row['loss']:.2f}, p(label) {row['p_label']:.2f}")
+    if isinstance(row.get("issue"), str):
+        lines.append(f"{row['issue']} {row['score']:.2f}")
+        if row.get("suggested_label"):
+            lines.append(f"suggested: {shorten(str(row['suggested_label']), 18)}")
     if pd.notna(row.get("pixel_std", np.nan)):
         lines.append(f"pixel std {row['pixel_std']:.3f}")
     return "\n".join(lines)
