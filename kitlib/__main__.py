@@ -14,7 +14,8 @@ from pathlib import Path  # noqa: E402
 from kitlib.errors import KitError  # noqa: E402
 
 AUDIT_SHARE = 0.25  # of `all`'s training time, for the audit's fold runs; the rest trains on the cleaned data
-MIN_FOLD_SECONDS = 10  # below this per fold model, `all` skips the audit: such models would flag noise
+MIN_FOLD_SECONDS = 8  # below this per fold model, `all` audits without models: such models would flag noise
+FULL_AUDIT_SECONDS = 1200  # `all --audit auto` trains the fold models from this budget up (or with no budget)
 
 
 def resolve_data(data: str) -> Path:
@@ -110,23 +111,25 @@ def _seconds_left(args, reserve: float) -> float:
     return args.time_budget - (time.perf_counter() - args.started) - reserve
 
 
-def _audit_for_all(args, data, config, run: Path, reserve: float) -> Path | None:
-    """`all`'s audit in a quarter of the training time (RUN/audit); its suspects.csv, or None when skipped."""
+def _audit_for_all(args, data, config, run: Path, reserve: float):
+    """`all`'s audit (RUN/suspects.csv): full in a quarter of the training time, or quick; None for none."""
     from kitlib.audit import audit
 
-    if not args.audit_folds:
+    mode = args.audit
+    if mode == "auto":  # short budgets do better spending the time on the final model (README: Results)
+        mode = "full" if not args.time_budget or args.time_budget >= FULL_AUDIT_SECONDS else "quick"
+    if mode == "none":
         return None
     budget = None
-    if args.time_budget:
+    if mode == "full" and args.time_budget:
         budget = AUDIT_SHARE * _seconds_left(args, reserve)
         if budget < MIN_FOLD_SECONDS * args.audit_folds:
-            needed = args.time_budget * MIN_FOLD_SECONDS * args.audit_folds / max(budget, 1e-9)
-            print(f"no audit: a quarter of the training time ({budget:.0f} s) is too little for "
-                  f"{args.audit_folds} fold models; give --time-budget {needed:.0f} or more (or --audit-folds 0)")
-            return None
-    result = audit(data, audit_config(argparse.Namespace(**{**vars(args), "time_budget": budget}), config),
-                   run / "audit")
-    return result.run_dir / "suspects.csv"
+            print(f"quick audit only: a quarter of the training time ({budget:.0f} s) is too little for "
+                  f"{args.audit_folds} fold models")
+            mode = "quick"
+    folds = args.audit_folds if mode == "full" else 0
+    overrides = {"time_budget": budget, "audit_folds": folds}
+    return audit(data, audit_config(argparse.Namespace(**{**vars(args), **overrides}), config), run)
 
 
 def cmd_all(args) -> None:
@@ -149,15 +152,19 @@ def cmd_all(args) -> None:
         reserve = max(5.0, 0.1 * args.time_budget) + per_image * len(competition.test)
         if _seconds_left(args, reserve) < 10:
             raise KitError(f"--time-budget {args.time_budget:g} s leaves no time to train: give more seconds.")
-    suspects = _audit_for_all(args, data, config, run, reserve)
-    if suspects is not None:
-        data = prepare_for(competition, config, decisions=suspects)
+    audited = _audit_for_all(args, data, config, run, reserve)
+    if audited is not None:
+        data = prepare_for(competition, config, decisions=audited.run_dir / "suspects.csv")
     if args.time_budget:
         config = dataclasses.replace(config, time_budget=max(_seconds_left(args, reserve), 5.0))
     fit(data, config, run)
-    written = predict_submission([run], competition, run / "submission.csv", tta=matching_tta(config.augment))
+    # a full audit's fold models join the final one (half the weight): their training time is not lost
+    folds = audited is not None and audited.oof_probs is not None
+    models = [run] + ([run / "folds"] if folds else [])
+    written = predict_submission(models, competition, run / "submission.csv", tta=matching_tta(config.augment))
     print(f"wrote {written.path} in {time.perf_counter() - args.started:.0f} s"
-          + (f", trained without the audit's suspects ({suspects})" if suspects else ""))
+          + (f", trained without the audit's {len(audited.suspects)} suspects" if audited is not None else "")
+          + (", predicted with its fold models too" if folds else ""))
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
@@ -208,14 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     eda.set_defaults(run=cmd_eda)
 
     audit = commands.add_parser("audit", help="flag blank, duplicate, alien and mislabeled training samples",
-                                description="Train K fold models (RUN/fold0 ...), score every training sample "
+                                description="Train K fold models (RUN/folds/fold0 ...), score every training sample "
                                 "out of fold, and write RUN/suspects.csv (flagged, worst first), RUN/scores.csv "
                                 "(every sample) and RUN/suspects.png. Train on the rest with --decisions "
                                 "RUN/suspects.csv.")
     audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
     audit.add_argument("--out", required=True, metavar="RUN", help="audit folder")
     audit.add_argument("--folds", dest="audit_folds", type=int, default=4, metavar="K",
-                       help="fold models (default 4): each sample is scored by the one that never trained on it")
+                       help="fold models (default 4): each sample is scored by the one that never trained on it; "
+                       "0: the quick audit without models (blank, duplicate, alien from thumbnails)")
     audit.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole audit")
     audit.add_argument("--epochs", type=int, help="epochs per fold model (default 10; or give --time-budget)")
     for flag, kind, text in (("--model", str, "model name (default: as train)"), ("--size", int, "model input in px"),
@@ -228,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train on DATA into RUN (config.json, metrics.csv, last.pt, "
                                 "best.pt, curves.png). Give --epochs or --time-budget.")
     _training_options(train)
-    train.add_argument("--decisions", metavar="CSV", help="decisions.csv (drop/keep/relabel) or suspects.csv (drop all)")
+    train.add_argument("--decisions", metavar="CSV",
+                       help="decisions.csv (drop/keep/relabel) or suspects.csv (drop all)")
     train.add_argument("--resume", action="store_true", help="continue RUN from its last.pt")
     train.set_defaults(run=cmd_train)
 
@@ -246,12 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=cmd_predict)
 
     everything = commands.add_parser("all", help="audit, train without the suspects, predict: RUN/submission.csv",
-                                     description="Audit DATA (RUN/audit, a quarter of the training time), train "
-                                     "on the samples it did not flag, and predict the test set with the best model "
-                                     "into RUN/submission.csv, all inside --time-budget seconds if given.")
+                                     description="Audit DATA (RUN/suspects.csv; see --audit), train on the "
+                                     "samples it did not flag, and predict the test set with the best model (and a "
+                                     "full audit's fold models) into RUN/submission.csv, all inside --time-budget "
+                                     "seconds if given.")
     _training_options(everything)
-    everything.add_argument("--audit-folds", type=int, default=4, metavar="K",
-                            help="fold models of the audit (default 4; 0: no audit, train on every sample)")
+    everything.add_argument("--audit", choices=["auto", "full", "quick", "none"], default="auto",
+                            help="full: K fold models score every sample (a quarter of the training time); "
+                            "quick: blank, duplicate and alien images without models (seconds); none: train on "
+                            f"every sample; auto (default): full from --time-budget {FULL_AUDIT_SECONDS} or "
+                            "without a budget, else quick")
+    everything.add_argument("--audit-folds", type=int, default=4, metavar="K", help="fold models of a full audit")
     everything.set_defaults(run=cmd_all)
     return parser
 

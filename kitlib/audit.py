@@ -14,7 +14,7 @@ Four issues, each scored in [0, 1] (higher = more certain; a sample is flagged a
 - mislabeled: confident learning (Northcutt et al., JAIR 2021) on out-of-fold probabilities: the
   sample is confidently another class, judged by per-class thresholds, not by one global cut-off.
 
-Out of fold: K models are trained with `kitlib.train.fit` (RUN/fold0 ... fold{K-1}, resumable),
+Out of fold: K models are trained with `kitlib.train.fit` (RUN/folds/fold0 ..., resumable),
 each sample is scored by the one model that never trained on it. A model that trained on a
 mislabeled sample has learned its wrong label and would vouch for it.
 """
@@ -49,7 +49,8 @@ class AuditConfig:
     """Everything an audit depends on; the fold runs record their own TrainConfig."""
 
     folds: int = 4
-    """K: each sample is scored by the one of K models that did not train on it (K >= 2)."""
+    """K: each sample is scored by the one of K models that did not train on it (K >= 2); 0: the
+    quick audit, no models (blank, duplicate, and aliens from thumbnails alone; in seconds)."""
     time_budget: float | None = None
     """Wall-clock seconds for the whole audit (all folds and the scoring); None: `train.epochs` per fold."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, images_dir=None))
@@ -76,13 +77,13 @@ class AuditResult:
     """What an audit found, and where it wrote it."""
 
     run_dir: Path
-    """RUN: suspects.csv, scores.csv, suspects.png, fold0 ... fold{K-1}."""
+    """RUN: suspects.csv, scores.csv, suspects.png, and the fold runs in folds/fold0 ... fold{K-1}."""
     scores: pd.DataFrame
     """Every sample: sample_index, given_label, one score column per issue, oof_loss, predicted_label."""
     suspects: pd.DataFrame
     """The flagged samples, worst first (the columns of suspects.csv)."""
-    oof_probs: np.ndarray
-    """(N, K) out-of-fold class probabilities, rows in the order of `scores`."""
+    oof_probs: np.ndarray | None
+    """(N, K) out-of-fold class probabilities, rows in the order of `scores` (None: the quick audit)."""
 
 
 # --------------------------------------------------------------------------------------------- pixel issues
@@ -121,8 +122,9 @@ def duplicate_issue(images: torch.Tensor, ids: list[str], config: AuditConfig,
                     skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((N,) duplicate score, (N,) row of the copy kept, -1 for none): later copies in id order score.
 
-    Images sharing a difference hash are compared pixel by pixel with the group's first (in id
-    order); score 1 = identical, 0.5 at `duplicate_diff`. `skip`: rows left out (blanks all match).
+    An image is compared pixel by pixel with the earlier images (in id order) that share its
+    difference hash and are not copies themselves, until one matches; score 1 = identical, 0.5 at
+    `duplicate_diff`. `skip`: rows left out (blank images would all match each other).
     """
     score, kept = np.zeros(len(ids)), np.full(len(ids), -1, dtype=np.int64)
     hashes = difference_hashes(images)
@@ -265,7 +267,7 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
                 device=None) -> tuple[np.ndarray, np.ndarray]:
     """((N, K) out-of-fold probabilities, (N,) robust z of the kNN feature distance), training K fold runs.
 
-    Each fold run lives in out/fold{i} and resumes when it is there already (a Colab restart).
+    Each fold run lives in out/folds/fold{i} and resumes when it is there already (a Colab restart).
     With a deadline (time.perf_counter() seconds), the folds share what is left of it equally.
     """
     from kitlib.predict import load_runs
@@ -290,12 +292,13 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
                                "seconds or fewer --folds.")
             train_config = replace(train_config, epochs=None, time_budget=budget)
         held = torch.from_numpy(np.flatnonzero(folds == i))
-        if _finished(out / f"fold{i}", [data.ids[r] for r in held.tolist()]):
-            print(f"audit: fold {i + 1} of {config.folds} was trained already: {out / f'fold{i}'}")
+        folder = out / "folds" / f"fold{i}"
+        if _finished(folder, [data.ids[r] for r in held.tolist()]):
+            print(f"audit: fold {i + 1} of {config.folds} was trained already: {folder}")
         else:
             print(f"audit: fold {i + 1} of {config.folds}")
-            fit(fold_data(data, folds, i), train_config, out / f"fold{i}", resume=True)
-        run = load_runs(out / f"fold{i}", device)[0]
+            fit(fold_data(data, folds, i), train_config, folder, resume=True)
+        run = load_runs(folder, device)[0]
         trained = torch.from_numpy(np.flatnonzero(folds != i))
         reference = trained[torch.from_numpy(rng.permutation(len(trained))[:4000])]  # (<= 4000,) rows
         ref_feats, _ = features_and_probs(run, data.images, reference, device=device)
@@ -311,22 +314,29 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
 
 # --------------------------------------------------------------------------------------------- the audit
 
-def score_table(data: TrainingData, probs: np.ndarray, feature_z: np.ndarray, config: AuditConfig) -> pd.DataFrame:
+def score_table(data: TrainingData, probs: np.ndarray | None, feature_z: np.ndarray | None,
+                config: AuditConfig) -> pd.DataFrame:
     """Every sample with its four issue scores, out-of-fold loss, prediction, and the copy it duplicates.
 
-    `probs`: (N, K) out-of-fold probabilities; `feature_z`: (N,) robust z of the kNN feature distance.
+    `probs`: (N, K) out-of-fold probabilities; `feature_z`: (N,) robust z of the kNN feature distance;
+    both None for the quick audit (no models: no mislabeled score, aliens from thumbnails alone).
     """
     targets = data.targets.numpy()
-    std = blank_scores(data.images)
-    blank = blank_issue(std, config)
+    n = len(targets)
+    blank = blank_issue(blank_scores(data.images), config)
     duplicate, kept = duplicate_issue(data.images, data.ids, config, skip=blank >= 0.5)
-    flagged, mislabeled, predicted = label_issues(probs, targets)
-    loss = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, 1.0))
+    thumbnail_z = pixel_z(data.images, config)
+    if probs is None:
+        flagged, mislabeled, loss, predicted = np.zeros(n, bool), np.zeros(n), np.full(n, np.nan), None
+    else:
+        flagged, mislabeled, predicted = label_issues(probs, targets)
+        loss = -np.log(np.clip(probs[np.arange(n), targets], 1e-12, 1.0))
     table = pd.DataFrame({
         "sample_index": data.ids, "given_label": [data.classes[t] for t in targets],
-        "blank": blank, "duplicate": duplicate, "alien": alien_issue(feature_z, pixel_z(data.images, config), config),
-        "mislabeled": mislabeled,
-        "oof_loss": loss, "predicted_label": [data.classes[p] for p in predicted],
+        "blank": blank, "duplicate": duplicate,
+        "alien": alien_issue(thumbnail_z if feature_z is None else feature_z, thumbnail_z, config),
+        "mislabeled": mislabeled, "oof_loss": loss,
+        "predicted_label": [""] * n if predicted is None else [data.classes[p] for p in predicted],
         "duplicate_of": [data.ids[k] if k >= 0 else "" for k in kept],
     })
     # mislabeled counts only where confident learning flags it, the most certain first, capped
@@ -384,8 +394,9 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
     from kitlib.train import prepare_for
 
     started = time.perf_counter() if started is None else started
-    if config.folds < 2:
-        raise KitError(f"folds={config.folds}: the audit needs K >= 2 folds (each sample scored out of fold).")
+    if config.folds == 1 or config.folds < 0:
+        raise KitError(f"folds={config.folds}: the audit needs K >= 2 folds (each sample scored out of fold), "
+                       "or 0 for the quick audit without models.")
     if not isinstance(data, TrainingData):
         data = prepare_for(data, replace(config.train, val_fraction=0, folds=None))
     counts = np.bincount(data.targets.numpy(), minlength=len(data.classes))
@@ -394,7 +405,7 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = None if config.time_budget is None else started + config.time_budget
-    probs, z = out_of_fold(data, config, out, deadline=deadline)
+    probs, z = out_of_fold(data, config, out, deadline=deadline) if config.folds else (None, None)
     with tqdm(total=1, desc="audit: scoring", disable=not config.train.progress) as bar:
         scores = score_table(data, probs, z, config)
         suspects = suspects_from(scores)

@@ -245,17 +245,18 @@ class EdaParams:
 
 @dataclass(frozen=True)
 class ReviewParams:
-    """01_outliers: out-of-fold predictions, the worst losses and the flattest images, reviewed by hand."""
+    """01_outliers: the audit (K fold models), its suspects and the worst losses, reviewed by hand."""
 
     run: str = "audit"
-    """Folder under env.runs for the K fold runs (audit/fold0, ...) and the review's decisions.csv."""
+    """Folder under env.runs for the audit (suspects.csv, scores.csv, folds/fold0 ...) and the review's
+    decisions.csv."""
     folds: int = 5
     """K: every sample is predicted by the one model of the K that did not train on it."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(time_budget=180, augment="none"))
     """The recipe of each fold's model: 3 minutes, no augmentation (it only ranks samples, and every preset
     flips, which breaks digits and text: on the demo 'light' reached 0.40 accuracy where 'none' reached 0.87)."""
     top_k: int = 48
-    """How many of the worst losses, and of the flattest images, to show and review."""
+    """How many suspects, and how many of the worst losses, to show and review."""
 
     def smoke(self) -> ReviewParams:
         """2 folds of a tiny net, 12 images per grid."""

@@ -2,7 +2,7 @@
 
     table = top_losses("runs/audit", k=48)           # a run, or a folder of fold runs (out-of-fold)
     plot_top_losses(table, data, "images/top_losses.png")
-    review_widget(pd.concat([table, flattest(data, k=24)]), data, "runs/audit/decisions.csv")
+    review_widget(pd.concat([suspects, table]), data, "runs/audit/decisions.csv")  # audit.audit(...).suspects
 
 Losses come from a run's validation predictions (RUN/val_probs.npy + RUN/val.csv, written by
 `fit` with the eval transform only) through `kitlib.train.sample_losses`, the one place losses are
@@ -13,7 +13,6 @@ decisions.csv (`sample_index,action,new_label`) is what `python -m kitlib train 
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 from pathlib import Path
@@ -24,11 +23,10 @@ import torch
 from matplotlib.figure import Figure
 
 from kitlib import checkpoint
-from kitlib.audit import blank_scores  # noqa: F401  (review.blank_scores, as before)
+from kitlib.audit import blank_scores, write_csv
 from kitlib.data import read_csv_strings
 from kitlib.dataset import ACTIONS
 from kitlib.errors import KitError
-from kitlib.files import replace_atomically
 from kitlib.report import shorten
 from kitlib.train import sample_losses
 
@@ -117,7 +115,8 @@ def _pixels(table: pd.DataFrame, data) -> np.ndarray:
 
 def caption(row: pd.Series) -> str:
     """What a grid shows under an image: its id and label, and the prediction, loss or flatness when known."""
-    lines = [shorten(str(row["sample_index"]), 22), f"label: {shorten(str(row['label']), 22)}"]
+    label = row["label"] if isinstance(row.get("label"), str) else row.get("given_label")  # losses, or suspects
+    lines = [shorten(str(row["sample_index"]), 22), f"label: {shorten(str(label), 22)}"]
     if isinstance(row.get("predicted"), str):
         lines.append(f"pred: {shorten(row['predicted'], 22)} ({row['p_pred']:.2f})")
         lines.append(f"loss {row['loss']:.2f}, p(label) {row['p_label']:.2f}")
@@ -186,8 +185,9 @@ class Review:
             action = before["action"].get(sample, "keep")
             if action not in ACTIONS:
                 raise KitError(f"{self.path}: action {action!r} for {sample!r}: choose one of {', '.join(ACTIONS)}.")
-            guess = before["new_label"].get(sample) or row.get("predicted")
-            guess = guess if isinstance(guess, str) and guess in data.classes else row["label"]
+            guess = before["new_label"].get(sample) or row.get("predicted") or row.get("suggested_label")
+            label = row["label"] if isinstance(row.get("label"), str) else row["given_label"]
+            guess = guess if isinstance(guess, str) and guess in data.classes else label
             buffer = io.BytesIO()
             scale = max(1, size // max(image.shape[:2]))
             Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale),
@@ -225,11 +225,7 @@ class Review:
         """Write decisions.csv: earlier rows for samples not shown, then this grid's rows (standard CSV quoting)."""
         earlier = read_decisions(self.path)
         rows = pd.concat([earlier[~earlier["sample_index"].isin(self.ids)], self.decisions()], ignore_index=True)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["sample_index", "action", "new_label"])
-        writer.writerows(rows.itertuples(index=False))
-        replace_atomically(self.path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
+        write_csv(rows, self.path)
         counts = rows["action"].value_counts().to_dict()
         self.status.value = (f"saved {self.path}: " + ", ".join(f"{n} {a}" for a, n in counts.items())
                              + " -> train with decisions=this file")

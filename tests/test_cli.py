@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from kitlib.__main__ import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("command", ["demo", "eda", "train", "predict", "all"])
+@pytest.mark.parametrize("command", ["demo", "eda", "audit", "train", "predict", "all"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
@@ -38,6 +39,37 @@ def test_all_then_predict_on_the_demo(demo_root, tmp_path, capsys, monkeypatch):
     assert (submission["label"] == answers["label"]).mean() > 0.5  # it learned the digits in 30 s
     assert main(["predict", str(run), "--data", str(demo_root), "--out", str(tmp_path / "again.csv"), "--tta"]) == 0
     assert len(pd.read_csv(tmp_path / "again.csv")) == 300 and (tmp_path / "again.json").exists()
+
+
+def test_audit_then_train_without_the_suspects(demo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    audit = tmp_path / "audit"
+    assert main(["audit", str(demo_root), "--out", str(audit), "--folds", "2", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {audit / 'suspects.csv'}" in out and "--decisions" in out
+    assert sorted(p.name for p in audit.iterdir()) == ["folds", "scores.csv", "suspects.csv", "suspects.png"]
+    assert sorted(p.name for p in (audit / "folds").iterdir()) == ["fold0", "fold1"]
+    suspects = pd.read_csv(audit / "suspects.csv", dtype=str, keep_default_na=False)
+    assert (suspects["issue"] == "blank").sum() == 8  # flat images need no model
+    assert main(["train", str(demo_root), "--out", str(tmp_path / "clean"), "--epochs", "1",
+                 "--decisions", str(audit / "suspects.csv")]) == 0
+    assert f"suspects.csv: dropped {len(suspects)}, relabelled 0 of 1497 samples" in capsys.readouterr().out
+
+
+def test_all_audits_first(demo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    # no budget: the full audit (fold models), then training without its suspects
+    assert main(["all", str(demo_root), "--out", str(run), "--epochs", "2", "--audit-folds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "trained without the audit's" in out and "suspects, predicted with its fold models too" in out
+    assert (run / "folds" / "fold1" / "best.pt").exists() and (run / "suspects.csv").exists()
+    record = json.loads((run / "submission.json").read_text())
+    assert len(record["runs"]) == 3  # the final model and the two fold models
+    # a short budget: the quick audit (no models) finds the 8 blank, 3 duplicate and 4 alien images
+    assert main(["all", str(demo_root), "--out", str(tmp_path / "quick"), "--time-budget", "20"]) == 0
+    assert "audit: 15 suspects of 1497 samples (8 blank, 3 duplicate, 4 alien, 0 mislabeled)" in capsys.readouterr().out
+    assert not (tmp_path / "quick" / "folds").exists()
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):
