@@ -9,14 +9,16 @@ Four issues, each scored in [0, 1] (higher = more certain; a sample is flagged a
 - duplicate: the same picture filed twice (a difference hash, then a pixel check); the first copy
   in id order is kept and the later ones are flagged, since duplicates split over training and
   validation inflate the validation score;
-- alien: an image from outside the task: far from every training image in the features of an
-  out-of-fold model (k nearest neighbours, robust z-score within its fold);
+- alien: an image from outside the task: far from the other images both in an 8x8 colour thumbnail
+  and in the features of an out-of-fold model (k nearest neighbours, robust z-scores);
 - mislabeled: confident learning (Northcutt et al., JAIR 2021) on out-of-fold probabilities: the
-  sample is confidently another class, judged by per-class thresholds, not by one global cut-off.
+  sample is confidently another class, judged by per-class thresholds, not by one global cut-off,
+  and by a margin over its given label.
 
 Out of fold: K models are trained with `kitlib.train.fit` (RUN/folds/fold0 ..., resumable),
 each sample is scored by the one model that never trained on it. A model that trained on a
-mislabeled sample has learned its wrong label and would vouch for it.
+mislabeled sample has learned its wrong label and would vouch for it. The quick audit (folds=0)
+trains no model: blank, duplicate, and aliens from thumbnails alone, in seconds.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class AuditConfig:
     """Robust z-score of the log nearest-neighbour distance (the mean of the model features' and the
     thumbnails') at which an image counts as alien."""
     neighbours: int = 10
-    """k of the k-nearest-neighbour distance in feature space."""
+    """k of the k-nearest-neighbour distances (thumbnails and features)."""
     max_mislabeled: float = 0.05
     """At most this share of the samples is flagged mislabeled, the most certain first: a weak
     model calls many hard samples mislabeled, and training on the suspects drops them."""

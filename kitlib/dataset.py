@@ -2,7 +2,8 @@
 
 The whole labelled set is decoded once (kitlib.cache) and held as one uint8 tensor; training and
 validation are index lists into it, so no subset is ever copied. Review decisions (drop, keep,
-relabel) and audit suspects are applied here, before the split, with every id checked.
+relabel) and audit suspects are applied here, after the split (so they move no other sample), with
+every id checked.
 """
 
 from __future__ import annotations
@@ -92,15 +93,20 @@ def prepare(competition: Competition, *, size: int | tuple[int, int] | None = No
     everything (no validation); `group_column` keeps a group's samples on one side.
     """
     samples = competition.samples
-    if decisions is not None:
-        samples = apply_decisions(samples, decisions, competition.classes)
     if group_column is not None and group_column not in samples.columns:
         raise KitError(f"group_column {group_column!r} is not a column of the labels; found "
                        f"{', '.join(samples.columns)}.")
     index = {name: i for i, name in enumerate(competition.classes)}
     targets = samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
     groups = samples[group_column].to_numpy() if group_column else None
+    # split before the decisions: dropping suspects removes them from their side of the split but
+    # moves no other sample, so runs with and without decisions validate on the same samples
     is_val = _split(samples, targets, groups, val_fraction, folds, fold, seed)
+    if decisions is not None:
+        kept = apply_decisions(samples, decisions, competition.classes)
+        is_val = is_val[samples["sample_index"].isin(kept["sample_index"]).to_numpy()]
+        samples = kept
+        targets = samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
     decoded = decode_table(samples, size=size, fit=fit, progress=progress)
     return TrainingData(
         classes=list(competition.classes), ids=list(samples["sample_index"]),

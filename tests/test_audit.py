@@ -119,3 +119,20 @@ def test_audit_finds_the_demo_defects(demo_root, tmp_path):
     # a second call finds the fold runs finished and only scores again
     again = audit.audit(demo_root, config, tmp_path / "audit")
     pd.testing.assert_frame_equal(again.suspects, result.suspects)
+
+
+def test_dropping_suspects_moves_no_other_sample_across_the_split(demo_root, tmp_path):
+    from kitlib.data import load_competition
+    from kitlib.dataset import prepare
+
+    competition = load_competition(demo_root)
+    before = prepare(competition, size=16, progress=False)
+    val_before = {before.ids[i] for i in before.val_index.tolist()}
+    rows = before.val_index[:3].tolist() + before.train_index[:2].tolist()  # 3 validated, 2 trained on
+    dropped = [before.ids[i] for i in rows]
+    suspects = tmp_path / "suspects.csv"
+    audit.write_csv(pd.DataFrame({"sample_index": dropped, "issue": "blank", "score": 1.0, "given_label": "",
+                                  "suggested_label": ""}), suspects)
+    after = prepare(competition, size=16, decisions=suspects, progress=False)
+    assert len(after.ids) == 1497 - 5
+    assert {after.ids[i] for i in after.val_index.tolist()} == val_before - set(dropped)
