@@ -113,16 +113,21 @@ def _pixels(table: pd.DataFrame, data) -> np.ndarray:
     return data.images[[row[s] for s in table["sample_index"]]].permute(0, 2, 3, 1).numpy()
 
 
+def _first_text(row: pd.Series, *columns: str) -> str | None:
+    """The first of `columns` holding a non-empty string (a concatenated table leaves NaN in the others)."""
+    return next((row[c] for c in columns if isinstance(row.get(c), str) and row[c]), None)
+
+
 def caption(row: pd.Series) -> str:
     """What a grid shows under an image: its id and label, and the prediction, loss or flatness when known."""
-    label = row["label"] if isinstance(row.get("label"), str) else row.get("given_label")  # losses, or suspects
+    label = _first_text(row, "label", "given_label")  # a loss table, or the audit's suspects
     lines = [shorten(str(row["sample_index"]), 22), f"label: {shorten(str(label), 22)}"]
     if isinstance(row.get("predicted"), str):
         lines.append(f"pred: {shorten(row['predicted'], 22)} ({row['p_pred']:.2f})")
         lines.append(f"loss {row['loss']:.2f}, p(label) {row['p_label']:.2f}")
     if isinstance(row.get("issue"), str):
         lines.append(f"{row['issue']} {row['score']:.2f}")
-        if row.get("suggested_label"):
+        if _first_text(row, "suggested_label"):
             lines.append(f"suggested: {shorten(str(row['suggested_label']), 18)}")
     if pd.notna(row.get("pixel_std", np.nan)):
         lines.append(f"pixel std {row['pixel_std']:.3f}")
@@ -185,9 +190,8 @@ class Review:
             action = before["action"].get(sample, "keep")
             if action not in ACTIONS:
                 raise KitError(f"{self.path}: action {action!r} for {sample!r}: choose one of {', '.join(ACTIONS)}.")
-            guess = before["new_label"].get(sample) or row.get("predicted") or row.get("suggested_label")
-            label = row["label"] if isinstance(row.get("label"), str) else row["given_label"]
-            guess = guess if isinstance(guess, str) and guess in data.classes else label
+            guess = before["new_label"].get(sample) or _first_text(row, "predicted", "suggested_label")
+            guess = guess if guess in data.classes else _first_text(row, "label", "given_label")
             buffer = io.BytesIO()
             scale = max(1, size // max(image.shape[:2]))
             Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale),

@@ -115,3 +115,16 @@ def test_review_widget_saves_the_exact_csv_that_training_applies(tmp_path):
     samples = pd.DataFrame({"sample_index": ["s0", "s1", "s2", "s3"], "label": ["a", "a", "b, c", "a"]})
     applied = apply_decisions(samples, out, CLASSES)
     assert applied.to_dict("list") == {"sample_index": ["s0", "s1", "s2", "s3"], "label": ["b, c", D, "b, c", "a"]}
+
+
+def test_review_starts_from_the_audits_suggestion(tmp_path):
+    run = _run(tmp_path / "run", ["s0", "s1", "s2"], ["a", "a", "b, c"], PROBS)
+    data = _data(_images(), ["a", "a", "b, c"])
+    suspects = pd.DataFrame({"sample_index": ["s0", "s2"], "issue": ["mislabeled", "blank"], "score": [0.9, 1.0],
+                             "given_label": ["a", "b, c"], "suggested_label": ["b, c", ""]})
+    table = pd.concat([suspects, review.top_losses(run, k=2)])  # as notebook 01 shows them: s0, s2, then s1
+    grid = review.review_widget(table, data, tmp_path / "decisions.csv")
+    assert grid.ids == ["s0", "s2", "s1"]
+    assert [grid.labels[s].value for s in grid.ids] == ["b, c", "b, c", D]  # suggestion, given label, prediction
+    assert review.caption(table.iloc[0]) == "s0\nlabel: a\nmislabeled 0.90\nsuggested: b, c"
+    assert review.caption(table.iloc[1]) == "s2\nlabel: b, c\nblank 1.00"
