@@ -15,7 +15,7 @@ from kitlib.errors import KitError  # noqa: E402
 
 AUDIT_SHARE = 0.25  # of `all`'s training time, for the audit's fold runs; the rest trains on the cleaned data
 MIN_FOLD_SECONDS = 8  # below this per fold model, `all` audits without models: such models would flag noise
-FULL_AUDIT_SECONDS = 1200  # `all --audit auto` trains the fold models from this budget up (or with no budget)
+FULL_AUDIT_SECONDS = 1200  # `all --audit auto`: the full audit from this budget up (or with no budget)
 
 
 def resolve_data(data: str) -> Path:
@@ -116,8 +116,8 @@ def _audit_for_all(args, data, config, run: Path, reserve: float):
     from kitlib.audit import audit
 
     mode = args.audit
-    if mode == "auto":  # short budgets do better spending the time on the final model (README: Results)
-        mode = "full" if not args.time_budget or args.time_budget >= FULL_AUDIT_SECONDS else "quick"
+    if mode == "auto":  # on short budgets dropping suspects measured no gain (README: Results): report them
+        mode = "full" if not args.time_budget or args.time_budget >= FULL_AUDIT_SECONDS else "report"
     if mode == "none":
         return None
     budget = None
@@ -129,7 +129,12 @@ def _audit_for_all(args, data, config, run: Path, reserve: float):
             mode = "quick"
     folds = args.audit_folds if mode == "full" else 0
     overrides = {"time_budget": budget, "audit_folds": folds}
-    return audit(data, audit_config(argparse.Namespace(**{**vars(args), **overrides}), config), run)
+    result = audit(data, audit_config(argparse.Namespace(**{**vars(args), **overrides}), config), run)
+    if mode == "report":
+        print(f"training on every sample: below --time-budget {FULL_AUDIT_SECONDS} the suspects are only "
+              f"listed ({result.run_dir / 'suspects.csv'}); --audit quick drops them")
+        return None
+    return result
 
 
 def cmd_all(args) -> None:
@@ -260,11 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "full audit's fold models) into RUN/submission.csv, all inside --time-budget "
                                      "seconds if given.")
     _training_options(everything)
-    everything.add_argument("--audit", choices=["auto", "full", "quick", "none"], default="auto",
-                            help="full: K fold models score every sample (a quarter of the training time); "
-                            "quick: blank, duplicate and alien images without models (seconds); none: train on "
-                            f"every sample; auto (default): full from --time-budget {FULL_AUDIT_SECONDS} or "
-                            "without a budget, else quick")
+    everything.add_argument("--audit", choices=["auto", "full", "quick", "report", "none"], default="auto",
+                            help="full: K fold models score every sample (a quarter of the training time), the "
+                            "suspects are dropped; quick: blank, duplicate and alien images found without models "
+                            "(seconds) are dropped; report: the quick audit's suspects.csv, nothing dropped; "
+                            f"none: no audit; auto (default): full from --time-budget {FULL_AUDIT_SECONDS} or "
+                            "without a budget, else report")
     everything.add_argument("--audit-folds", type=int, default=4, metavar="K", help="fold models of a full audit")
     everything.set_defaults(run=cmd_all)
     return parser

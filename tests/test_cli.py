@@ -66,10 +66,16 @@ def test_all_audits_first(demo_root, tmp_path, capsys, monkeypatch):
     assert (run / "folds" / "fold1" / "best.pt").exists() and (run / "suspects.csv").exists()
     record = json.loads((run / "submission.json").read_text())
     assert len(record["runs"]) == 3  # the final model and the two fold models
-    # a short budget: the quick audit (no models) finds the 8 blank, 3 duplicate and 4 alien images
-    assert main(["all", str(demo_root), "--out", str(tmp_path / "quick"), "--time-budget", "20"]) == 0
-    assert "audit: 15 suspects of 1497 samples (8 blank, 3 duplicate, 4 alien, 0 mislabeled)" in capsys.readouterr().out
-    assert not (tmp_path / "quick" / "folds").exists()
+    # a short budget: the quick audit (no models) lists the 8 blank, 3 duplicate and 4 alien images ...
+    assert main(["all", str(demo_root), "--out", str(tmp_path / "short"), "--time-budget", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "audit: 15 suspects of 1497 samples (8 blank, 3 duplicate, 4 alien, 0 mislabeled)" in out
+    assert "training on every sample: below --time-budget 1200 the suspects are only listed" in out
+    assert not (tmp_path / "short" / "folds").exists()
+    # ... which --audit quick drops
+    assert main(["all", str(demo_root), "--out", str(tmp_path / "quick"), "--time-budget", "20",
+                 "--audit", "quick"]) == 0
+    assert "suspects.csv: dropped 15, relabelled 0 of 1497 samples" in capsys.readouterr().out
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):
