@@ -138,7 +138,7 @@ def _audit_for_all(args, data, config, run: Path, reserve: float):
 
 
 def cmd_all(args) -> None:
-    """Audit, train without the suspects, predict: each inside its share of the budget."""
+    """Audit, train (without the suspects when the audit mode drops them), predict: inside the budget."""
     from kitlib.augment import matching_tta
     from kitlib.data import load_competition
     from kitlib.predict import predict_submission
@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     eda.set_defaults(run=cmd_eda)
 
     audit = commands.add_parser("audit", help="flag blank, duplicate, alien and mislabeled training samples",
-                                description="Train K fold models (RUN/folds/fold0 ...), score every training sample "
-                                "out of fold, and write RUN/suspects.csv (flagged, worst first), RUN/scores.csv "
+                                description="Train K fold models (RUN/folds/fold0 ...), score every training "
+                                "sample out of fold, and write RUN/suspects.csv (flagged, worst first), RUN/scores.csv "
                                 "(every sample) and RUN/suspects.png. Train on the rest with --decisions "
                                 "RUN/suspects.csv.")
     audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
@@ -259,10 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="TTA input-size factors, e.g. 0.875 1 1.125")
     predict.set_defaults(run=cmd_predict)
 
-    everything = commands.add_parser("all", help="audit, train without the suspects, predict: RUN/submission.csv",
-                                     description="Audit DATA (RUN/suspects.csv; see --audit), train on the "
-                                     "samples it did not flag, and predict the test set with the best model (and a "
-                                     "full audit's fold models) into RUN/submission.csv, all inside --time-budget "
+    everything = commands.add_parser("all", help="audit, train, predict: RUN/submission.csv",
+                                     description="Audit DATA (RUN/suspects.csv), train (without the suspects, "
+                                     "as --audit says), and predict the test set with the best model (and a full "
+                                     "audit's fold models) into RUN/submission.csv, all inside --time-budget "
                                      "seconds if given.")
     _training_options(everything)
     everything.add_argument("--audit", choices=["auto", "full", "quick", "report", "none"], default="auto",
