@@ -66,13 +66,13 @@ def train_config(args):
         raise KitError(f"{args.config}: {error}") from error
 
 
-def audit_config(args, train_config):
+def audit_config(folds: int, time_budget: float | None, train_config):
     """The AuditConfig of an `audit` or `all` command: its fold runs train as `train_config` says."""
     from kitlib.audit import AuditConfig
 
     if train_config.epochs is None and train_config.time_budget is None:
         train_config = dataclasses.replace(train_config, epochs=AuditConfig().train.epochs)
-    return AuditConfig(folds=args.audit_folds, time_budget=args.time_budget,
+    return AuditConfig(folds=folds, time_budget=time_budget,
                        train=dataclasses.replace(train_config, images_dir=None, time_budget=None))
 
 
@@ -81,7 +81,7 @@ def cmd_audit(args) -> None:
     from kitlib.data import load_competition
     from kitlib.train import prepare_for
 
-    config = audit_config(args, train_config(args))
+    config = audit_config(args.audit_folds, args.time_budget, train_config(args))
     competition = load_competition(resolve_data(args.data))
     data = prepare_for(competition, dataclasses.replace(config.train, val_fraction=0))
     result = audit(data, config, args.out, started=args.started)
@@ -128,8 +128,7 @@ def _audit_for_all(args, data, config, run: Path, reserve: float):
                   f"{args.audit_folds} fold models")
             mode = "quick"
     folds = args.audit_folds if mode == "full" else 0
-    overrides = {"time_budget": budget, "audit_folds": folds}
-    result = audit(data, audit_config(argparse.Namespace(**{**vars(args), **overrides}), config), run)
+    result = audit(data, audit_config(folds, budget, config), run)
     if mode == "report":
         print(f"training on every sample: below --time-budget {FULL_AUDIT_SECONDS} the suspects are only "
               f"listed ({result.run_dir / 'suspects.csv'}); --audit quick drops them")

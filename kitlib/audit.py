@@ -111,7 +111,7 @@ def difference_hashes(images: torch.Tensor) -> np.ndarray:
     """(N,) 64-bit difference hashes: the signs of horizontal steps of a 9x8 grey thumbnail."""
     out = np.empty(len(images), dtype=np.uint64)
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    bits = (2 ** torch.arange(64, dtype=torch.float64)).numpy().astype(np.uint64)
+    bits = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))  # (64,) 1, 2, 4, ... 2**63
     for start in range(0, len(images), 1024):
         grey = (images[start:start + 1024].float() * weights).sum(1, keepdim=True)  # (n, 1, H, W)
         thumb = torch.nn.functional.adaptive_avg_pool2d(grey, (8, 9))[:, 0]  # (n, 8, 9)
@@ -351,15 +351,14 @@ def score_table(data: TrainingData, probs: np.ndarray | None, feature_z: np.ndar
 
 def suspects_from(scores: pd.DataFrame) -> pd.DataFrame:
     """The flagged rows of a score table, one per sample under its first issue (ISSUES order), worst first."""
+    label_of = dict(zip(scores["sample_index"], scores["given_label"]))  # a duplicate suggests its kept copy's
     rows = []
     for r in scores.itertuples(index=False):
         for issue in ISSUES:
             value = getattr(r, issue)
             if value >= 0.5 and (issue != "mislabeled" or r.mislabeled_flag):
-                suggested = {"mislabeled": r.predicted_label, "duplicate": ""}.get(issue, "")
-                if issue == "duplicate":
-                    suggested = scores.loc[scores["sample_index"] == r.duplicate_of, "given_label"].iloc[0]
-                rows.append([r.sample_index, issue, round(float(value), 4), r.given_label, suggested])
+                suggested = {"mislabeled": r.predicted_label, "duplicate": label_of.get(r.duplicate_of, "")}
+                rows.append([r.sample_index, issue, round(float(value), 4), r.given_label, suggested.get(issue, "")])
                 break
     table = pd.DataFrame(rows, columns=SUSPECT_COLUMNS)
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
@@ -412,11 +411,12 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
         scores = score_table(data, probs, z, config)
         suspects = suspects_from(scores)
         bar.update(1)
-    write_csv(scores.drop(columns=["mislabeled_flag"]), out / "scores.csv")
+    scores = scores.drop(columns=["mislabeled_flag"])  # suspects.csv says which were flagged
+    write_csv(scores, out / "scores.csv")
     write_csv(suspects, out / "suspects.csv")
     plot_suspects(suspects, data, out / "suspects.png")
     found = suspects["issue"].value_counts().reindex(ISSUES, fill_value=0)
     print(f"audit: {len(suspects)} suspects of {len(scores)} samples ("
           + ", ".join(f"{n} {issue}" for issue, n in found.items()) + f"); wrote {out / 'suspects.csv'}, "
           f"{out / 'scores.csv'}, {out / 'suspects.png'}")
-    return AuditResult(out, scores.drop(columns=["mislabeled_flag"]), suspects, probs)
+    return AuditResult(out, scores, suspects, probs)
