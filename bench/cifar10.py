@@ -1,6 +1,7 @@
 """Time to accuracy on CIFAR-10 with a 10-minute CPU budget each: the kit vs the users' and timm's recipes.
 
     python -m bench.cifar10 [--budget 600] [--test-images 10000]
+    python -m bench.cifar10 --budget 300 --no-peers --kit-variant '{"batch_size": 256}'   # recipe ablations
 
 All three train on CIFAR-10's 50,000 training JPEGs (../shared/data) for `--budget` seconds of wall
 clock (data loading and decoding included, the final test pass not) and are scored on the test set:
@@ -16,6 +17,7 @@ The peers stop at the first batch past the budget (their schedules follow the bu
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -37,20 +39,20 @@ from kitlib.train import train
 IMAGENET = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def kit(root: Path, budget: float, test_rows: list[int]) -> dict:
-    """The kit's default recipe, end to end."""
+def kit(root: Path, budget: float, test_rows: list[int], options: dict | None = None) -> dict:
+    """The kit's default recipe (with `options` overriding TrainConfig fields), end to end."""
     started = time.perf_counter()
     competition = load_competition(root)
     with tempfile.TemporaryDirectory() as run:
         result = train(competition, TrainConfig(time_budget=budget - (time.perf_counter() - started),
-                                                images_dir=None), run)
+                                                images_dir=None, **(options or {})), run)
         seconds = time.perf_counter() - started
         test = competition.test.iloc[test_rows]
         probs = predict_probs(load_runs(run), test, tta="hflip")
     truth = test["label"].map({c: i for i, c in enumerate(competition.classes)}).to_numpy()
     return {"seconds": seconds, "epochs": result.history[-1]["epoch"],
             "accuracy": float((probs.argmax(1) == truth).mean()),
-            "model": "kit default"}
+            "model": "kit `resnet_small` @32"}
 
 
 def peer(model: torch.nn.Module, train_tf, test_tf, root: Path, budget: float, test_rows: list[int], *,
@@ -94,36 +96,47 @@ def triangular2(progress: float, epoch: int) -> float:
 
 
 def main() -> None:
-    """Run the three recipes one after another and print the README table."""
+    """Run the recipes one after another and print the README table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=600)
     parser.add_argument("--test-images", type=int, default=10000)
+    parser.add_argument("--kit-variant", action="append", default=[], type=json.loads, metavar="JSON",
+                        help="also run the kit with these TrainConfig overrides (repeatable)")
+    parser.add_argument("--no-peers", action="store_true", help="run the kit (and its variants) only")
     args = parser.parse_args()
     runtime.set_threads()
     root = unpacked("cifar10-jpg.tar.gz")
     test_rows = list(np.linspace(0, 9999, args.test_images).round().astype(int))  # every class alike
-    users_tf = T.Compose([T.Resize(224), T.ColorJitter(brightness=0.5, contrast=0.6), T.RandomRotation(45),
-                          T.RandomHorizontalFlip(), T.RandomVerticalFlip(0.05), T.RandomGrayscale(0.2),
-                          T.ToTensor(), IMAGENET])
-    import timm
-
-    results = {
-        "kit": kit(root, args.budget, test_rows),
-        "users'": {"model": "mobilenet_v2 @224", **peer(
-            torchvision.models.mobilenet_v2(num_classes=10), users_tf,
-            T.Compose([T.Resize(224), T.ToTensor(), IMAGENET]), root, args.budget, test_rows,
-            lr=0.1, batch=64, schedule=triangular2, weight_decay=1e-4, nesterov=False, smoothing=0.0)},
-        "timm": {"model": "timm resnet18 @32", **peer(
-            timm.create_model("resnet18", num_classes=10), T.Compose([T.RandomCrop(32, padding=4),
-                                                                      T.RandomHorizontalFlip(), T.ToTensor(), IMAGENET]),
-            T.Compose([T.ToTensor(), IMAGENET]), root, args.budget, test_rows, lr=0.1, batch=128,
-            schedule=lambda p, e: lr_factor("cosine", p, warmup=0.05), weight_decay=5e-4, nesterov=True,
-            smoothing=0.1)},
-    }
+    results = {"kit": kit(root, args.budget, test_rows)}
+    for options in args.kit_variant:
+        results[f"kit {json.dumps(options)}"] = kit(root, args.budget, test_rows, options)
+    if not args.no_peers:
+        results.update(peers(root, args.budget, test_rows))
     print(f"\n{machine()}; budget {args.budget:.0f} s each; test accuracy on {args.test_images} CIFAR-10 test images\n")
     print(table(["recipe", "model", "trained for", "epochs", "test accuracy"], [
         [name, r["model"], f"{r['seconds']:.0f} s", r["epochs"], f"{100 * r['accuracy']:.1f} %"]
         for name, r in results.items()]))
+
+
+def peers(root: Path, budget: float, test_rows: list[int]) -> dict:
+    """The users' and timm's recipes."""
+    import timm
+
+    users_tf = T.Compose([T.Resize(224), T.ColorJitter(brightness=0.5, contrast=0.6), T.RandomRotation(45),
+                          T.RandomHorizontalFlip(), T.RandomVerticalFlip(0.05), T.RandomGrayscale(0.2),
+                          T.ToTensor(), IMAGENET])
+    return {
+        "users'": {"model": "mobilenet_v2 @224", **peer(
+            torchvision.models.mobilenet_v2(num_classes=10), users_tf,
+            T.Compose([T.Resize(224), T.ToTensor(), IMAGENET]), root, budget, test_rows,
+            lr=0.1, batch=64, schedule=triangular2, weight_decay=1e-4, nesterov=False, smoothing=0.0)},
+        "timm": {"model": "timm resnet18 @32", **peer(
+            timm.create_model("resnet18", num_classes=10), T.Compose([T.RandomCrop(32, padding=4),
+                                                                      T.RandomHorizontalFlip(), T.ToTensor(), IMAGENET]),
+            T.Compose([T.ToTensor(), IMAGENET]), root, budget, test_rows, lr=0.1, batch=128,
+            schedule=lambda p, e: lr_factor("cosine", p, warmup=0.05), weight_decay=5e-4, nesterov=True,
+            smoothing=0.1)},
+    }
 
 
 if __name__ == "__main__":
