@@ -52,7 +52,7 @@ def kit(root: Path, budget: float, test_rows: list[int], options: dict | None = 
     truth = test["label"].map({c: i for i, c in enumerate(competition.classes)}).to_numpy()
     return {"seconds": seconds, "epochs": result.history[-1]["epoch"],
             "accuracy": float((probs.argmax(1) == truth).mean()),
-            "model": "kit `resnet_small` @32"}
+            "model": f"kit {(options or {}).get('model', 'resnet_small')} @32"}
 
 
 def peer(model: torch.nn.Module, train_tf, test_tf, root: Path, budget: float, test_rows: list[int], *,
