@@ -18,7 +18,6 @@ Reported: test macro-F1 of each, and each audit's precision and recall per injec
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import tempfile
@@ -32,15 +31,9 @@ from sklearn.metrics import f1_score
 
 from bench.common import interleave, machine, median, table, unpacked
 from kitlib.demo import _render as render_digit
+from kitlib.files import write_csv
 
 DEFECT_SHARE = {"mislabeled": 0.10, "blank": 0.01, "alien": 0.01, "duplicate": 0.01}
-
-
-def _write(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def build(out: Path, per_class: int, seed: int = 0) -> Path:
@@ -80,15 +73,15 @@ def build(out: Path, per_class: int, seed: int = 0) -> Path:
     names = [f"img_{i:05d}.png" for i in range(n)]
     for name, image in zip(names, images):
         Image.fromarray(image).save(comp / "train_data" / name)
-    _write(comp / "train_labels.csv", ["sample_index", "label"], [[a, b] for a, b in zip(names, labels)])
+    write_csv(comp / "train_labels.csv", ["sample_index", "label"], [[a, b] for a, b in zip(names, labels)])
     test = [(f, c) for c in classes for f in sorted((cifar / "test" / c).iterdir())[:200]]
     test_names = [f"img_{i:05d}.png" for i in range(len(test))]
     for name, (f, _) in zip(test_names, test):
         Image.open(f).convert("RGB").save(comp / "test_data" / name)
-    _write(comp / "sample_submission.csv", ["sample_index", "label"], [[name, classes[0]] for name in test_names])
-    _write(out / "answers.csv", ["sample_index", "label"], [[name, c] for name, (_, c) in zip(test_names, test)])
-    _write(out / "defects.csv", ["sample_index", "defect", "true_label", "copy_of"],
-           [[names[i], k, t, "" if c is None else names[c]] for i, k, t, c in defects])
+    write_csv(comp / "sample_submission.csv", ["sample_index", "label"], [[name, classes[0]] for name in test_names])
+    write_csv(out / "answers.csv", ["sample_index", "label"], [[name, c] for name, (_, c) in zip(test_names, test)])
+    write_csv(out / "defects.csv", ["sample_index", "defect", "true_label", "copy_of"],
+              [[names[i], k, t, "" if c is None else names[c]] for i, k, t, c in defects])
     return comp
 
 

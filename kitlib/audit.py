@@ -23,8 +23,6 @@ trains no model: blank, duplicate, and aliens from thumbnails alone, in seconds.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -38,7 +36,7 @@ from tqdm.auto import tqdm
 from kitlib.data import read_csv_strings
 from kitlib.dataset import TrainingData
 from kitlib.errors import KitError
-from kitlib.files import replace_atomically
+from kitlib.files import write_table
 from kitlib.recipe import TrainConfig
 from kitlib.splits import stratified_folds
 
@@ -293,15 +291,15 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
                 raise KitError(f"the audit's time budget is spent after {i} of {config.folds} folds: give more "
                                "seconds or fewer --folds.")
             train_config = replace(train_config, epochs=None, time_budget=budget)
-        held = torch.from_numpy(np.flatnonzero(folds == i))
+        split = fold_data(data, folds, i)
+        held, trained = split.val_index, split.train_index
         folder = out / "folds" / f"fold{i}"
         if _finished(folder, [data.ids[r] for r in held.tolist()]):
             print(f"audit: fold {i + 1} of {config.folds} was trained already: {folder}")
         else:
             print(f"audit: fold {i + 1} of {config.folds}")
-            fit(fold_data(data, folds, i), train_config, folder, resume=True)
+            fit(split, train_config, folder, resume=True)
         run = load_runs(folder, device)[0]
-        trained = torch.from_numpy(np.flatnonzero(folds != i))
         reference = trained[torch.from_numpy(rng.permutation(len(trained))[:4000])]  # (<= 4000,) rows
         ref_feats, _ = features_and_probs(run, data.images, reference, device=device)
         feats, p = features_and_probs(run, data.images, held, device=device)
@@ -364,15 +362,6 @@ def suspects_from(scores: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def write_csv(table: pd.DataFrame, path: Path) -> Path:
-    """Write a table atomically with standard CSV quoting (labels with commas and quotes survive)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.columns)
-    writer.writerows(table.itertuples(index=False))
-    return replace_atomically(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
-
-
 def plot_suspects(suspects: pd.DataFrame, data: TrainingData, path: Path, k: int = 36) -> Path | None:
     """A captioned grid PNG of the `k` worst suspects (None when there are none)."""
     from kitlib.review import plot_top_losses
@@ -412,8 +401,8 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
         suspects = suspects_from(scores)
         bar.update(1)
     scores = scores.drop(columns=["mislabeled_flag"])  # suspects.csv says which were flagged
-    write_csv(scores, out / "scores.csv")
-    write_csv(suspects, out / "suspects.csv")
+    write_table(out / "scores.csv", scores)
+    write_table(out / "suspects.csv", suspects)
     plot_suspects(suspects, data, out / "suspects.png")
     found = suspects["issue"].value_counts().reindex(ISSUES, fill_value=0)
     print(f"audit: {len(suspects)} suspects of {len(scores)} samples ("

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -28,3 +30,17 @@ def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Pat
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Write a CSV atomically, with standard quoting and '\\n' line ends (labels with commas and quotes survive)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return replace_atomically(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
+
+
+def write_table(path: str | Path, table) -> Path:
+    """A pandas DataFrame (its columns, no index) through `write_csv`."""
+    return write_csv(path, table.columns, table.itertuples(index=False))

@@ -13,8 +13,6 @@ digits; a missing value (no validation) is an empty cell, which pandas reads as 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import numbers
@@ -28,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from kitlib.errors import KitError
-from kitlib.files import replace_atomically
+from kitlib.files import write_csv
 
 # metrics.csv columns, in this order; other keys of a history row follow them in first-seen order
 COLUMNS = ["epoch", "phase", "step", "seconds", "lr", "strength", "train_loss", "train_images_per_s",
@@ -50,14 +48,8 @@ def _cell(value) -> str:
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
-    """Write a CSV (standard quoting, '\\n' line ends) by temporary file and rename."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_cell(v) for v in row] for row in rows])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
-    return path
+    """Write a CSV of formatted cells (standard quoting, '\\n' line ends) by temporary file and rename."""
+    return write_csv(path, header, [[_cell(v) for v in row] for row in rows])
 
 
 def write_metrics(run_dir: str | Path, history: Sequence[dict], *, classes: Sequence[str] | None = None) -> Path:

@@ -23,10 +23,11 @@ import torch
 from matplotlib.figure import Figure
 
 from kitlib import checkpoint
-from kitlib.audit import blank_scores, write_csv
+from kitlib.audit import blank_scores
 from kitlib.data import read_csv_strings
 from kitlib.dataset import ACTIONS
 from kitlib.errors import KitError
+from kitlib.files import write_table
 from kitlib.report import shorten
 from kitlib.train import sample_losses
 
@@ -229,7 +230,7 @@ class Review:
         """Write decisions.csv: earlier rows for samples not shown, then this grid's rows (standard CSV quoting)."""
         earlier = read_decisions(self.path)
         rows = pd.concat([earlier[~earlier["sample_index"].isin(self.ids)], self.decisions()], ignore_index=True)
-        write_csv(rows, self.path)
+        write_table(self.path, rows)
         counts = rows["action"].value_counts().to_dict()
         self.status.value = (f"saved {self.path}: " + ", ".join(f"{n} {a}" for a, n in counts.items())
                              + " -> train with decisions=this file")

@@ -11,6 +11,7 @@ from kitlib import audit
 from kitlib.audit import AuditConfig
 from kitlib.dataset import TrainingData
 from kitlib.errors import KitError
+from kitlib.files import write_table
 from kitlib.recipe import TrainConfig
 
 
@@ -80,7 +81,7 @@ def test_suspects_one_row_per_sample_worst_first(tmp_path):
     # s1 is blank first (ISSUES order); s3 scores 0.7 but confident learning did not flag it
     assert suspects.values.tolist() == [["s2", "duplicate", 1.0, "a", "a"], ["s0", "mislabeled", 0.95, "a", "b, c"],
                                         ["s1", "blank", 0.9, "b, c", ""]]
-    path = audit.write_csv(suspects, tmp_path / "suspects.csv")
+    path = write_table(tmp_path / "suspects.csv", suspects)
     assert path.read_text().splitlines() == [
         "sample_index,issue,score,given_label,suggested_label", "s2,duplicate,1.0,a,a",
         's0,mislabeled,0.95,a,"b, c"', 's1,blank,0.9,"b, c",']
@@ -131,8 +132,8 @@ def test_dropping_suspects_moves_no_other_sample_across_the_split(demo_root, tmp
     rows = before.val_index[:3].tolist() + before.train_index[:2].tolist()  # 3 validated, 2 trained on
     dropped = [before.ids[i] for i in rows]
     suspects = tmp_path / "suspects.csv"
-    audit.write_csv(pd.DataFrame({"sample_index": dropped, "issue": "blank", "score": 1.0, "given_label": "",
-                                  "suggested_label": ""}), suspects)
+    write_table(suspects, pd.DataFrame({"sample_index": dropped, "issue": "blank", "score": 1.0, "given_label": "",
+                                        "suggested_label": ""}))
     after = prepare(competition, size=16, decisions=suspects, progress=False)
     assert len(after.ids) == 1497 - 5
     assert {after.ids[i] for i in after.val_index.tolist()} == val_before - set(dropped)
