@@ -30,7 +30,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score
 
 from bench.common import interleave, machine, median, table, unpacked
-from kitlib.demo import _render as render_digit
+from kitlib.data.demo import render_digit
 from kitlib.files import write_csv
 
 DEFECT_SHARE = {"mislabeled": 0.10, "blank": 0.01, "alien": 0.01, "duplicate": 0.01}

@@ -18,7 +18,7 @@ import torchvision
 from torch.utils.data import ConcatDataset, DataLoader
 
 from bench.common import interleave, machine, median, ratios, table, timed, unpacked
-from kitlib.cache import decode_table
+from kitlib.data.cache import decode_table
 from kitlib.data import load_competition
 
 

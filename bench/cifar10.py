@@ -32,8 +32,8 @@ from bench.common import machine, table, unpacked
 from kitlib import runtime
 from kitlib.data import load_competition
 from kitlib.predict import load_runs, predict_probs
-from kitlib.recipe import TrainConfig
-from kitlib.schedules import lr_factor
+from kitlib.train import TrainConfig
+from kitlib.train.schedules import lr_factor
 from kitlib.train import train
 
 IMAGENET = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -7,7 +7,7 @@ an automated policy (TrivialAugmentWide or RandAugment), ColorJitter(0.4, 0.4, 0
 rotation up to 15 degrees, horizontal flip (p=0.5), vertical flip (p=0.05), resize to the model's
 size and normalize. The peer is what users ran: torchvision ImageFolder + DataLoader(num_workers=2,
 batch 256) with per-image PIL transforms, 1 torch thread in the main process. The kit starts from
-the decoded uint8 tensor in memory (kitlib.cache.decode, built once, not timed) and augments whole
+the decoded uint8 tensor in memory (kitlib.data.cache.decode, built once, not timed) and augments whole
 batches of 256 with 2 torch threads and no workers; picking each batch from the cache is timed.
 Rounds alternate kit and peer (A B A B ...) in one process; medians are reported.
 
@@ -38,7 +38,7 @@ from torchvision import transforms as T  # noqa: E402
 
 from bench.common import interleave, machine, median, ratios, table, timed, unpacked  # noqa: E402
 from kitlib import augment, runtime  # noqa: E402
-from kitlib.cache import decode  # noqa: E402
+from kitlib.data.cache import decode  # noqa: E402
 from kitlib.data import load_competition  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

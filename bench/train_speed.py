@@ -27,8 +27,9 @@ from torchvision import transforms as T
 from bench.common import interleave, machine, median, ratios, table, unpacked
 from kitlib import models, runtime
 from kitlib.data import load_competition
-from kitlib.dataset import prepare
-from kitlib.recipe import TrainConfig, resolve
+from kitlib.data import prepare
+from kitlib.train import TrainConfig
+from kitlib.train.recipe import resolve
 from kitlib.train import fit
 
 

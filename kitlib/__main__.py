@@ -1,4 +1,8 @@
-"""The command line: `python -m kitlib COMMAND ...` (the commands of DESIGN.md)."""
+"""The command line: `python -m kitlib COMMAND ...` (the commands of DESIGN.md).
+
+This module only parses arguments into configs and calls the library: `all` is
+kitlib.pipeline.run_all, `train` kitlib.train.train, `audit` kitlib.audit.audit, and so on.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,24 @@ import time
 STARTED = time.perf_counter()  # --time-budget counts from here: the command's whole wall clock
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from kitlib.errors import KitError  # noqa: E402
 
-AUDIT_SHARE = 0.25  # of `all`'s training time, for the audit's fold runs; the rest trains on the cleaned data
-MIN_FOLD_SECONDS = 8  # below this per fold model, `all` audits without models: such models would flag noise
-FULL_AUDIT_SECONDS = 1200  # `all --audit auto`: the full audit from this budget up (or with no budget)
-
 
 def resolve_data(data: str) -> Path:
     """A competition folder; the word 'demo' (with no such folder here) means the embedded demo."""
     if data == "demo" and not Path(data).exists():
-        from kitlib.demo import demo_root
+        from kitlib.data.demo import demo_root
 
         return demo_root()
     return Path(data)
 
 
 def cmd_demo(args) -> None:
-    from kitlib.demo import write_demo
+    """`demo OUT_DIR`: write the demo competition."""
+    from kitlib.data.demo import write_demo
 
     folder = write_demo(args.out_dir)
     print(f"wrote the demo competition to {folder}")
@@ -37,18 +37,22 @@ def cmd_demo(args) -> None:
 
 
 def cmd_eda(args) -> None:
+    """`eda DATA`: the EDA figures."""
     from kitlib.data import load_competition
-    from kitlib.eda import run_eda
+    from kitlib.data.eda import run_eda
 
     paths = run_eda(load_competition(resolve_data(args.data)), args.out, size=args.size)
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
-def train_config(args):
-    """The TrainConfig of a `train` or `all` command: --config JSON first, explicit flags over it."""
+def train_config(args, *, budget: bool = True):
+    """The TrainConfig of a `train`, `audit` or `all` command: --config JSON first, explicit flags over it.
+
+    `budget=False` leaves --time-budget out (`all`'s budget covers the whole command, not training).
+    """
     import json
 
-    from kitlib.recipe import TrainConfig
+    from kitlib.train import TrainConfig
 
     fields = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
     flags = {"model": "model", "epochs": "epochs", "time_budget": "time_budget", "batch_size": "batch_size",
@@ -56,6 +60,8 @@ def train_config(args):
              "folds": "folds", "fold": "fold", "val_fraction": "val_fraction", "seed": "seed",
              "device": "device", "precision": "precision", "weights": "weights", "schedule": "schedule",
              "optimizer": "optimizer"}
+    if not budget:
+        flags.pop("time_budget")
     fields.update({key: getattr(args, flag) for key, flag in flags.items()
                    if getattr(args, flag, None) is not None})
     if getattr(args, "pretrained", False):
@@ -66,30 +72,19 @@ def train_config(args):
         raise KitError(f"{args.config}: {error}") from error
 
 
-def audit_config(folds: int, time_budget: float | None, train_config):
-    """The AuditConfig of an `audit` or `all` command: its fold runs train as `train_config` says."""
-    from kitlib.audit import AuditConfig
-
-    if train_config.epochs is None and train_config.time_budget is None:
-        train_config = dataclasses.replace(train_config, epochs=AuditConfig().train.epochs)
-    return AuditConfig(folds=folds, time_budget=time_budget,
-                       train=dataclasses.replace(train_config, images_dir=None, time_budget=None))
-
-
 def cmd_audit(args) -> None:
+    """`audit DATA --out RUN`: suspects.csv and scores.csv."""
     from kitlib.audit import audit
-    from kitlib.data import load_competition
-    from kitlib.train import prepare_for
+    from kitlib.pipeline import audit_config
 
-    config = audit_config(args.audit_folds, args.time_budget, train_config(args))
-    competition = load_competition(resolve_data(args.data))
-    data = prepare_for(competition, dataclasses.replace(config.train, val_fraction=0))
-    result = audit(data, config, args.out, started=args.started)
+    config = audit_config(args.audit_folds, args.time_budget, train_config(args, budget=False))
+    result = audit(resolve_data(args.data), config, args.out, started=args.started)
     print(f"review {result.run_dir / 'suspects.png'}, then train without the suspects: python -m kitlib train "
           f"{args.data} --out RUN --decisions {result.run_dir / 'suspects.csv'}")
 
 
 def cmd_train(args) -> None:
+    """`train DATA --out RUN`: one training run."""
     from kitlib.train import train
 
     result = train(resolve_data(args.data), train_config(args), args.out, decisions=args.decisions,
@@ -98,6 +93,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    """`predict RUN ... --data DATA --out CSV`: the ensemble's submission."""
     from kitlib.data import load_competition
     from kitlib.predict import predict_submission
 
@@ -106,69 +102,13 @@ def cmd_predict(args) -> None:
     print(f"wrote {written.path} and {written.meta_path}")
 
 
-def _seconds_left(args, reserve: float) -> float:
-    """Seconds of `all`'s budget left for training, keeping `reserve` for predicting."""
-    return args.time_budget - (time.perf_counter() - args.started) - reserve
-
-
-def _audit_for_all(args, data, config, run: Path, reserve: float):
-    """`all`'s audit (RUN/suspects.csv): full in a quarter of the training time, or quick; None for none."""
-    from kitlib.audit import audit
-
-    mode = args.audit
-    if mode == "auto":  # on short budgets dropping suspects measured no gain (README: Results): report them
-        mode = "full" if not args.time_budget or args.time_budget >= FULL_AUDIT_SECONDS else "report"
-    if mode == "none":
-        return None
-    budget = None
-    if mode == "full" and args.time_budget:
-        budget = AUDIT_SHARE * _seconds_left(args, reserve)
-        if budget < MIN_FOLD_SECONDS * args.audit_folds:
-            print(f"quick audit only: a quarter of the training time ({budget:.0f} s) is too little for "
-                  f"{args.audit_folds} fold models")
-            mode = "quick"
-    folds = args.audit_folds if mode == "full" else 0
-    result = audit(data, audit_config(folds, budget, config), run)
-    if mode == "report":
-        print(f"training on every sample: below --time-budget {FULL_AUDIT_SECONDS} the suspects are only "
-              f"listed ({result.run_dir / 'suspects.csv'}); --audit quick drops them")
-        return None
-    return result
-
-
 def cmd_all(args) -> None:
     """Audit, train (without the suspects when the audit mode drops them), predict: inside the budget."""
-    from kitlib.augment import matching_tta
-    from kitlib.data import load_competition
-    from kitlib.predict import predict_submission
-    from kitlib.train import fit, prepare_for
+    from kitlib.pipeline import AllConfig, run_all
 
-    competition = load_competition(resolve_data(args.data))
-    config = train_config(args)
-    decoding = time.perf_counter()
-    data = prepare_for(competition, config)  # decoded inside the budget: large PNGs take minutes
-    run = Path(args.out)
-    reserve = 0.0
-    if args.time_budget:
-        # predicting gets 10 % of the budget (at least 5 s) plus the test set's decoding, estimated
-        # from the training set's (zero when both were cached)
-        per_image = (time.perf_counter() - decoding) / len(competition.samples)
-        reserve = max(5.0, 0.1 * args.time_budget) + per_image * len(competition.test)
-        if _seconds_left(args, reserve) < 10:
-            raise KitError(f"--time-budget {args.time_budget:g} s leaves no time to train: give more seconds.")
-    audited = _audit_for_all(args, data, config, run, reserve)
-    if audited is not None:
-        data = prepare_for(competition, config, decisions=audited.run_dir / "suspects.csv")
-    if args.time_budget:
-        config = dataclasses.replace(config, time_budget=max(_seconds_left(args, reserve), 5.0))
-    fit(data, config, run)
-    # a full audit's fold models join the final one (half the weight): their training time is not lost
-    folds = audited is not None and audited.oof_probs is not None
-    models = [run] + ([run / "folds"] if folds else [])
-    written = predict_submission(models, competition, run / "submission.csv", tta=matching_tta(config.augment))
-    print(f"wrote {written.path} in {time.perf_counter() - args.started:.0f} s"
-          + (f", trained without the audit's {len(audited.suspects)} suspects" if audited is not None else "")
-          + (", predicted with its fold models too" if folds else ""))
+    config = AllConfig(train=train_config(args, budget=False), time_budget=args.time_budget, audit=args.audit,
+                       audit_folds=args.audit_folds)
+    run_all(resolve_data(args.data), config, args.out, started=args.started)
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +140,9 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
+    from kitlib.audit import DEFAULT_FOLDS
+    from kitlib.pipeline import AllConfig
+
     parser = argparse.ArgumentParser(prog="python -m kitlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -225,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "RUN/suspects.csv.")
     audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
     audit.add_argument("--out", required=True, metavar="RUN", help="audit folder")
-    audit.add_argument("--folds", dest="audit_folds", type=int, default=4, metavar="K",
-                       help="fold models (default 4): each sample is scored by the one that never trained on it; "
+    audit.add_argument("--folds", dest="audit_folds", type=int, default=DEFAULT_FOLDS, metavar="K",
+                       help=f"fold models (default {DEFAULT_FOLDS}): each sample is scored by the one that never trained on it; "
                        "0: the quick audit without models (blank, duplicate, alien from thumbnails)")
     audit.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole audit")
     audit.add_argument("--epochs", type=int, help="epochs per fold model (default 10; or give --time-budget)")
@@ -268,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="full: K fold models score every sample (a quarter of the training time), the "
                             "suspects are dropped; quick: blank, duplicate and alien images found without models "
                             "(seconds) are dropped; report: the quick audit's suspects.csv, nothing dropped; "
-                            f"none: no audit; auto (default): full from --time-budget {FULL_AUDIT_SECONDS} or "
-                            "without a budget, else report")
-    everything.add_argument("--audit-folds", type=int, default=4, metavar="K", help="fold models of a full audit")
+                            f"none: no audit; auto (default): full from --time-budget "
+                            f"{AllConfig.full_audit_from:.0f} or without a budget, else report")
+    everything.add_argument("--audit-folds", type=int, default=DEFAULT_FOLDS, metavar="K",
+                            help="fold models of a full audit")
     everything.set_defaults(run=cmd_all)
     return parser
 

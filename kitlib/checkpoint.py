@@ -77,13 +77,13 @@ def save(checkpoint: dict, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by `save`, with a clear error for anything else."""
+    """Read a checkpoint file written by `save`, with a clear error for anything else (a folder included)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.pt"
+        raise KitError(f"{path}: a folder, not a checkpoint. Pass the checkpoint file in it (best.pt or last.pt).")
     if not path.exists():
-        raise KitError(f"{path}: no checkpoint here. Pass a run folder that holds best.pt "
-                       "(written by `python -m kitlib train`).")
+        raise KitError(f"{path}: no checkpoint here. Pass a checkpoint written by `python -m kitlib train` "
+                       "(RUN/best.pt).")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError) as error:
@@ -94,7 +94,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint (or run folder), weights loaded, in eval mode; and the checkpoint."""
+    """The model of a checkpoint file, weights loaded, in eval mode; and the checkpoint."""
     from kitlib import models
 
     checkpoint = load(path)

@@ -1,4 +1,8 @@
-"""Writing files so that a crash never leaves a half-written one (Colab disconnects, Ctrl-C)."""
+"""Reading and writing the kit's text files: CSVs read cell by cell as strings, every write atomic.
+
+A crash (a Colab disconnect, Ctrl-C) never leaves a half-written file: writes go to a temporary
+file beside the target, which is then renamed over it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,21 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+
+import pandas as pd
+
+from kitlib.errors import KitError
+
+
+def read_csv_strings(path: str | Path) -> pd.DataFrame:
+    """A CSV with every cell as the exact string in the file ("NA", "None" stay text); KitError when unreadable."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as error:
+        raise KitError(f"{path}: the file is empty (not even a header row).") from error
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise KitError(f"{path}: not a readable UTF-8 CSV file ({error}).") from error
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:

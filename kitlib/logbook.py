@@ -25,7 +25,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from kitlib import rundir
 from kitlib.errors import KitError
+from kitlib.figures import save_figure
 from kitlib.files import write_csv
 
 # metrics.csv columns, in this order; other keys of a history row follow them in first-seen order
@@ -57,7 +59,7 @@ def write_metrics(run_dir: str | Path, history: Sequence[dict], *, classes: Sequ
     run_dir = Path(run_dir)
     extra = [k for row in history for k in row if k not in COLUMNS and k != PER_CLASS]
     header = COLUMNS + list(dict.fromkeys(extra))
-    path = _write_rows(run_dir / "metrics.csv", header, [[row.get(k) for k in header] for row in history])
+    path = _write_rows(run_dir / rundir.METRICS, header, [[row.get(k) for k in header] for row in history])
     per_class = [row for row in history if row.get(PER_CLASS) is not None]
     if per_class:
         k = len(per_class[0][PER_CLASS])
@@ -65,14 +67,14 @@ def write_metrics(run_dir: str | Path, history: Sequence[dict], *, classes: Sequ
         if any(len(row[PER_CLASS]) != len(names) for row in per_class):
             raise KitError(f"per_class_f1 has {sorted({len(r[PER_CLASS]) for r in per_class})} values per epoch "
                            f"for {len(names)} classes: give one F1 per class, in the classes' order.")
-        _write_rows(run_dir / "per_class_f1.csv", ["epoch", *names],
+        _write_rows(run_dir / rundir.PER_CLASS_F1, ["epoch", *names],
                     [[row.get("epoch"), *row[PER_CLASS]] for row in per_class])
     return path
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """RUN/metrics.csv as a DataFrame (empty cells -> NaN); KitError when the run has none."""
-    path = Path(run_dir) / "metrics.csv"
+    path = Path(run_dir) / rundir.METRICS
     if not path.is_file():
         raise KitError(f"{path}: not found. Pass a run folder written by `python -m kitlib train`.")
     metrics = pd.read_csv(path)
@@ -150,8 +152,7 @@ def plot_curves(run_dir: str | Path, *, title: str, images_dir: str | Path | Non
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shared x: both rows get whole epochs
     fig.suptitle(title)
-    path = run_dir / "curves.png"
-    fig.savefig(path, dpi=110)
+    path = save_figure(fig, run_dir / rundir.CURVES)
     paths = [path]
     if images_dir is not None:
         copy = Path(images_dir) / f"{run_dir.resolve().name}_curves.png"
@@ -177,7 +178,7 @@ def find_runs(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise KitError(f"{folder}: no such folder. Pass the folder your runs are in (e.g. runs/).")
-    return sorted(p.parent for p in folder.rglob("config.json") if (p.parent / "metrics.csv").is_file())
+    return sorted(p.parent for p in folder.rglob(rundir.CONFIG) if rundir.is_run(p.parent))
 
 
 def _run_name(run: Path, folder: Path) -> str:
@@ -197,10 +198,7 @@ def runs_table(folder: str | Path, *, out: str | Path | None = None) -> pd.DataF
         raise KitError(f"{folder}: no run folders (config.json + metrics.csv) under it.")
     configs, rows = [], []
     for run in runs:
-        try:
-            configs.append(_flatten(json.loads((run / "config.json").read_text(encoding="utf-8"))))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise KitError(f"{run / 'config.json'}: not readable JSON ({error}).") from error
+        configs.append(_flatten(rundir.read_config(run)))
         metrics = read_metrics(run)
         best = _best(metrics)
         rows.append({"best_val_macro_f1": np.nan if best is None else best["val_macro_f1"],
@@ -249,9 +247,7 @@ def plot_runs(folder: str | Path, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"validation macro-F1 of {len(ax.lines)} run(s) in {folder.resolve().name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 class TensorBoard:
@@ -263,7 +259,7 @@ class TensorBoard:
         except ImportError:  # tensorboard not installed: the CSV and PNGs are the logbook
             self.writer = None
             return
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / rundir.TENSORBOARD))
 
     @property
     def enabled(self) -> bool:

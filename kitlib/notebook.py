@@ -27,9 +27,11 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from kitlib.data import detect_layout
+from kitlib import rundir
+from kitlib.audit.config import DEFAULT_FOLDS
+from kitlib.data.layouts import detect_layout
 from kitlib.errors import KitError
-from kitlib.recipe import TrainConfig
+from kitlib.train.config import TrainConfig
 
 KAGGLE_INPUT, KAGGLE_WORKING = Path("/kaggle/input"), Path("/kaggle/working")
 COLAB_DRIVE = Path("/content/drive")
@@ -101,7 +103,7 @@ def find_competitions(base: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
 
 def _resolve_data(data: str | Path | None, where: str, smoke: bool, root: Path, drive: Path | None) -> Path:
     """The competition folder: `data`, else the demo under KIT_SMOKE, else KIT_DATA, else the only one found."""
-    from kitlib.demo import demo_root
+    from kitlib.data.demo import demo_root
 
     given = data
     if given is None and not smoke:
@@ -223,7 +225,7 @@ def setup(*, data: str | Path | None = None, drive: bool = True) -> Env:
 
 def _smoke_train(train: TrainConfig) -> TrainConfig:
     """The seconds-long version of a training config: 1 epoch, a tiny kit net (or the smallest pretrained one)."""
-    from kitlib import resnet
+    from kitlib.models import resnet
 
     pretrained = train.pretrained or train.weights is not None
     if train.model in resnet.PRESETS or (train.model == "auto" and not pretrained):
@@ -250,8 +252,8 @@ class ReviewParams:
     run: str = "audit"
     """Folder under env.runs for the audit (suspects.csv, scores.csv, folds/fold0 ...) and the review's
     decisions.csv."""
-    folds: int = 5
-    """K: every sample is predicted by the one model of the K that did not train on it."""
+    folds: int = DEFAULT_FOLDS
+    """K: every sample is predicted by the one model of the K that did not train on it (the CLI's default too)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(time_budget=180, augment="none"))
     """The recipe of each fold's model: 3 minutes, no augmentation (it only ranks samples, and every preset
     flips, which breaks digits and text: on the demo 'light' reached 0.40 accuracy where 'none' reached 0.87)."""
@@ -270,7 +272,7 @@ class TrainParams:
     run: str
     """The run folder's name under env.runs (also names its figures in images/)."""
     train: TrainConfig
-    """The recipe (every field documented in kitlib.recipe.TrainConfig)."""
+    """The recipe (every field documented in kitlib.train.TrainConfig)."""
     decisions: str | None = None
     """The review's decisions.csv from 01_outliers (relative: under env.runs), applied before training; None: none."""
     lr_find_steps: int = 100
@@ -299,6 +301,11 @@ class SubmitParams:
     """TTA input-size factors, e.g. (0.875, 1.0, 1.125)."""
     out: str = "submission.csv"
     """The submission's file name under env.runs (its .json record goes beside it)."""
+
+    def __post_init__(self):
+        from kitlib.models.infer import tta_views
+
+        tta_views(self.tta, self.scales)  # KitError naming the valid modes, or the valid range of scales
 
     def smoke(self) -> SubmitParams:
         """Unchanged: missing runs are trained as tiny stand-ins (see trained_runs)."""
@@ -360,7 +367,7 @@ def configure(config, env: Env):
 
 def training_data(competition, params: TrainParams):
     """The TrainingData `fit` gets for these parameters: decisions applied, split as the recipe says."""
-    from kitlib.train import prepare_for
+    from kitlib.data.dataset import prepare_for
 
     return prepare_for(competition, params.train, decisions=params.decisions)
 
@@ -371,14 +378,14 @@ def trained_runs(env: Env, names) -> list[Path]:
     Under KIT_SMOKE a missing run is trained now as a tiny stand-in, so each notebook runs alone;
     otherwise a missing run is a KitError naming the notebook that trains it.
     """
-    from kitlib.train import train
+    from kitlib.train.loop import train
 
     runs = []
     for name in names:
         run = env.runs / name
-        if not (run / "best.pt").is_file() and not any(run.glob("*/best.pt")):
+        if not rundir.has_model(run):
             if not env.smoke:
-                have = sorted(p.parent.name for p in env.runs.glob("*/best.pt"))
+                have = sorted(p.parent.name for p in env.runs.glob(f"*/{rundir.BEST}"))
                 raise KitError(f"{run}: no best.pt. Train it first (02_train_resnet / 03_train_pretrained with "
                                f"run={name!r}) or list other runs (trained: {', '.join(have) or 'none'}).")
             print(f"smoke: training a tiny stand-in for run {name!r}")

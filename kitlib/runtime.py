@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kitlib.errors import KitError
+
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 
@@ -90,7 +92,7 @@ def pick_precision(device: torch.device, precision: str = "auto") -> str:
     """
     if precision != "auto":
         if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}")
+            raise KitError(f"precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}.")
         return precision
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)

@@ -43,6 +43,6 @@ def cl_noisy_root() -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """The demo competition (CSV layout, 1,497 train and 300 test digits), written once per session."""
-    from kitlib.demo import write_demo
+    from kitlib.data.demo import write_demo
 
     return write_demo(tmp_path_factory.mktemp("demo"))

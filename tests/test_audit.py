@@ -9,10 +9,10 @@ import torch
 
 from kitlib import audit
 from kitlib.audit import AuditConfig
-from kitlib.dataset import TrainingData
+from kitlib.data import TrainingData
 from kitlib.errors import KitError
 from kitlib.files import write_table
-from kitlib.recipe import TrainConfig
+from kitlib.train import TrainConfig
 
 
 def _data(images: torch.Tensor, labels: list[int], classes=("a", "b, c")) -> TrainingData:
@@ -124,7 +124,7 @@ def test_audit_finds_the_demo_defects(demo_root, tmp_path):
 
 def test_dropping_suspects_moves_no_other_sample_across_the_split(demo_root, tmp_path):
     from kitlib.data import load_competition
-    from kitlib.dataset import prepare
+    from kitlib.data import prepare
 
     competition = load_competition(demo_root)
     before = prepare(competition, size=16, progress=False)

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from kitlib import policies
+from kitlib.augment import policies
 from kitlib.augment import (PRESETS, Batch, ColorJitter, CutMix, Erase, Flip, GaussianNoise, MixUp, PadCrop,
                             PoissonNoise, ResizedCrop, Rotate, eval_transform, image_stats, preview, strength_at,
                             train_transform)

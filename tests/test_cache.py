@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from builders import noise_png, png
-from kitlib import cache
+from kitlib.data import cache
 from kitlib.errors import KitError
 
 
@@ -93,6 +93,21 @@ def test_exif_orientation_is_applied(tmp_path):
     path = _saved(tmp_path, "rotated.jpg", Image.fromarray(image), exif=exif, quality=100)
     decoded = cache.decode([path], size=(8, 4), progress=False).images[0, 0].numpy()  # (H=8, W=4)
     assert decoded[:3].mean() > 200 and decoded[-3:].mean() < 50  # bright half is now on top
+
+
+def test_phone_photos_stored_sideways_keep_their_displayed_shape(tmp_path):
+    """Stored 48 wide x 32 high with "rotate 90": displayed 32 wide x 48 high, and decoded so (not squashed)."""
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[12:20, 20:28] = 255  # an 8 x 8 marker in the middle
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    paths = [_saved(tmp_path, f"phone{i}.jpg", Image.fromarray(image), exif=exif, quality=100) for i in range(3)]
+    assert cache.common_size(paths) == (48, 32)  # (H, W) as displayed
+    decoded = cache.decode(paths, progress=False).images
+    assert tuple(decoded.shape) == (3, 3, 48, 32)
+    marker = decoded[0, 0].numpy() > 128
+    rows, cols = np.flatnonzero(marker.any(1)), np.flatnonzero(marker.any(0))
+    assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (8, 8)  # still square, not 14 x 6
 
 
 def test_jpegs_take_the_batched_path_with_pils_pixels(tmp_path):

@@ -135,7 +135,7 @@ def test_unrecognised_layout(tmp_path):
 
 def test_read_only_data_folder_is_never_written(tmp_path, monkeypatch):
     """Kaggle's /kaggle/input is read-only: loading and decoding must not write there."""
-    from kitlib.cache import decode_table
+    from kitlib.data.cache import decode_table
 
     root = csv_competition(tmp_path / "competition")
     monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))

@@ -6,7 +6,7 @@ import pandas as pd
 
 from kitlib.__main__ import main
 from kitlib.data import load_competition
-from kitlib.demo import CLASSES, write_demo
+from kitlib.data.demo import CLASSES, write_demo
 
 
 def test_demo_competition(tmp_path, monkeypatch):

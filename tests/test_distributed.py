@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from kitlib import checkpoint
-from kitlib.lr_find import lr_find
-from kitlib.recipe import TrainConfig
+from kitlib.train.lr_find import lr_find
+from kitlib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def test_two_process_gloo_training(demo_root, tmp_path):
 
 def test_lr_find_suggests_a_sane_rate(demo_root, tmp_path):
     from kitlib.data import load_competition
-    from kitlib.dataset import prepare
+    from kitlib.data import prepare
 
     data = prepare(load_competition(demo_root), progress=False)
     found = lr_find(data, TrainConfig(model="resnet_small", progress=False), steps=100,

@@ -15,7 +15,8 @@ from PIL import Image
 from torch import nn
 from torchvision import models as tvm
 
-from kitlib import models, resnet
+from kitlib import models
+from kitlib.models import resnet
 from kitlib.errors import KitError
 
 

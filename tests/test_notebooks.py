@@ -21,7 +21,7 @@ from builders import csv_competition, imagefolder_competition
 from kitlib import models, notebook
 from kitlib.errors import KitError
 from kitlib.notebook import Env, ReviewParams, TrainParams, configure, describe
-from kitlib.recipe import TrainConfig
+from kitlib.train import TrainConfig
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPECTED = ["00_eda.ipynb", "01_outliers.ipynb", "02_train_resnet.ipynb", "03_train_pretrained.ipynb",
@@ -212,10 +212,10 @@ def test_setup_on_colab_keeps_runs_on_drive(clean_env, tmp_path):
 
 
 def test_setup_smoke_uses_the_demo_and_a_fresh_folder_each_time(clean_env, tmp_path):
-    import kitlib.demo
+    import kitlib.data.demo
 
     demo = csv_competition(tmp_path / "demo" / "competition")
-    clean_env.setattr(kitlib.demo, "demo_root", lambda: demo)
+    clean_env.setattr(kitlib.data.demo, "demo_root", lambda: demo)
     clean_env.setenv("KIT_SMOKE", "1")
     clean_env.setenv("KIT_DATA", str(tmp_path / "ignored"))
     first, second = notebook.setup(), notebook.setup()

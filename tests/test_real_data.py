@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from kitlib import eda
-from kitlib.cache import decode_table
+from kitlib.data import eda
+from kitlib.data.cache import decode_table
 from kitlib.data import load_competition
 
 
@@ -79,7 +79,7 @@ def test_label_issues_on_the_confident_learning_benchmark(cl_noisy_root):
 def test_no_cifar_image_looks_alien_in_pixels(cifar10_root):
     """The thumbnail half of the alien score: natural photos stay far below the threshold of 4.5."""
     from kitlib.audit import AuditConfig, pixel_z
-    from kitlib.dataset import prepare
+    from kitlib.data import prepare
 
     data = prepare(load_competition(cifar10_root), val_fraction=0, progress=False)
     z = pixel_z(data.images[:20000], AuditConfig())

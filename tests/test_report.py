@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from kitlib.errors import KitError
-from kitlib.report import evaluate, plot_confusion
+from kitlib.predict.report import evaluate, plot_confusion
 
 CLASSES = ["cat", "dog", "rocking chair, rocker"]
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2]

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kitlib import checkpoint, review
-from kitlib.dataset import TrainingData, apply_decisions
+from kitlib import checkpoint
+from kitlib.audit import review
+from kitlib.data import TrainingData, apply_decisions
 from kitlib.errors import KitError
 
 CLASSES = ["a", "b, c", 'd "quoted"']

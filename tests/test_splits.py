@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kitlib.errors import KitError
-from kitlib.splits import holdout, stratified_folds
+from kitlib.data.splits import holdout, stratified_folds
 
 LABELS = np.array(["a"] * 50 + ["b"] * 30 + ["c"] * 7 + ["d"])
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from kitlib.errors import KitError
-from kitlib.submission import validate_submission, write_submission
+from kitlib.predict.submission import validate_submission, write_submission
 
 CLASSES = ["HER2(+)", "rocking chair, rocker", 'say "cheese"', "cat"]
 SAMPLE_IDS = ["img_0003.png", "img_0001.png", "img_0004.png", "img_0002.png"]  # not sorted on purpose

@@ -19,11 +19,13 @@ import torch
 
 from kitlib import checkpoint, models, runtime
 from kitlib.data import load_competition
-from kitlib.dataset import prepare
+from kitlib.data import prepare
 from kitlib.errors import KitError
-from kitlib.recipe import TrainConfig, decode_size
-from kitlib.schedules import Plateau, lr_factor
-from kitlib.train import fit, prepare_for, sample_losses
+from kitlib.data.dataset import decode_size
+from kitlib.train import TrainConfig
+from kitlib.train.schedules import Plateau, lr_factor
+from kitlib.data import prepare_for
+from kitlib.train import fit, sample_losses
 
 from builders import csv_competition, noise_png
 
@@ -91,16 +93,17 @@ def test_bf16_autocast_trains_on_cpu(demo_data, tmp_path):
 
 def test_validation_batches_are_identical_across_epochs(demo_data, tmp_path, monkeypatch):
     """Validation sees the deterministic eval transform only: the same pixels every epoch."""
-    import kitlib.train as train
+    import kitlib.train.loop as loop
 
     seen: list[torch.Tensor] = []
-    original = train.predict_probs
+    original = loop.probabilities
 
-    def recording(model, images, rows, transform, **options):
-        seen.append(transform(images[rows[:64]]))
-        return original(model, images, rows, transform, **options)
+    def recording(model, batches, transform, **options):
+        batches = list(batches)
+        seen.append(transform(batches[0][:64]))
+        return original(model, batches, transform, **options)
 
-    monkeypatch.setattr(train, "predict_probs", recording)
+    monkeypatch.setattr(loop, "probabilities", recording)
     fit(demo_data, TrainConfig(epochs=2, augment="strong", **TINY), tmp_path / "run")
     assert len(seen) >= 2 and torch.equal(seen[0], seen[1])
 

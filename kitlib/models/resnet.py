@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
-from .errors import KitError
+from kitlib.errors import KitError
 
 NORMS = ("batch", "group", "layer", "instance")
 ACTS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -117,6 +117,7 @@ class Block(nn.Module):
         self.act = ACTS[cfg.act]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H / stride, W / stride): the branch plus the shortcut, activated."""
         return self.act(self.branch(x) + self.shortcut(x))
 
 

@@ -5,8 +5,8 @@
     review_widget(pd.concat([suspects, table]), data, "runs/audit/decisions.csv")  # audit.audit(...).suspects
 
 Losses come from a run's validation predictions (RUN/val_probs.npy + RUN/val.csv, written by
-`fit` with the eval transform only) through `kitlib.train.sample_losses`, the one place losses are
-computed. They are honest only out of fold: a sample's loss must come from a model that never
+`fit` with the eval transform only, read through kitlib.rundir) through kitlib.train.loss, the one
+place losses are computed. They are honest only out of fold: a sample's loss must come from a model that never
 trained on it, so train K runs with `folds=K, fold=i` and pass their parent folder. The widget's
 decisions.csv (`sample_index,action,new_label`) is what `python -m kitlib train --decisions` applies.
 """
@@ -19,54 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from matplotlib.figure import Figure
 
-from kitlib import checkpoint
-from kitlib.audit import blank_scores
-from kitlib.data import read_csv_strings
-from kitlib.dataset import ACTIONS
+from kitlib import rundir
+from kitlib.audit.grid import caption, first_text, plot_top_losses, sample_pixels  # noqa: F401 (review's API)
+from kitlib.audit.pixels import blank_scores
+from kitlib.data.dataset import ACTIONS
 from kitlib.errors import KitError
-from kitlib.files import write_table
-from kitlib.report import shorten
-from kitlib.train import sample_losses
+from kitlib.files import read_csv_strings, write_table
+from kitlib.train.loss import probability_losses
 
 COLUMNS = ["sample_index", "label", "predicted", "p_label", "p_pred", "loss"]
 
 
 # --------------------------------------------------------------------------------------------- scores
-
-def _prediction_folders(run: Path) -> list[Path]:
-    """The run itself when it holds val_probs.npy, else its subfolders that do (the folds of one split)."""
-    if (run / "val_probs.npy").is_file():
-        return [run]
-    folds = sorted(p for p in run.iterdir() if (p / "val_probs.npy").is_file()) if run.is_dir() else []
-    if not folds:
-        raise KitError(f"{run}: no val_probs.npy there or in its subfolders. Train with a validation split "
-                       "(the loop writes val_probs.npy and val.csv at the end), e.g. folds=K, fold=i per subfolder.")
-    return folds
-
-
-def validation_predictions(run: str | Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """(table of sample_index, label; (N, K) probabilities; classes) of a run, or of a folder of fold runs joined."""
-    tables, probs, classes = [], [], None
-    for folder in _prediction_folders(Path(run).expanduser()):
-        table, p = read_csv_strings(folder / "val.csv"), np.load(folder / "val_probs.npy")
-        if len(table) != len(p):
-            raise KitError(f"{folder}: val.csv has {len(table)} rows but val_probs.npy {len(p)}; re-run the training.")
-        names = [str(c) for c in checkpoint.load(folder / "best.pt")["classes"]]
-        if classes is not None and names != classes:
-            raise KitError(f"{folder}: its classes differ from the other folds'; pass folds of one competition.")
-        tables.append(table[["sample_index", "label"]])
-        probs.append(p)
-        classes = names
-    table = pd.concat(tables, ignore_index=True)
-    repeated = table["sample_index"][table["sample_index"].duplicated()].tolist()
-    if repeated:
-        raise KitError(f"{run}: samples {repeated[:5]} are in more than one run's validation split: pass the "
-                       "folds of one K-fold split (folds=K, fold=0..K-1), each sample validated once.")
-    return table, np.concatenate(probs).astype(np.float32), classes
-
 
 def top_losses(run: str | Path, k: int | None = None) -> pd.DataFrame:
     """The `k` validation samples with the highest loss, worst first (all when k is None).
@@ -74,14 +39,14 @@ def top_losses(run: str | Path, k: int | None = None) -> pd.DataFrame:
     Columns: sample_index, label (given), predicted, p_label and p_pred (probabilities of those two
     classes), loss (cross-entropy of the given label, no label smoothing).
     """
-    table, probs, classes = validation_predictions(run)
+    found = rundir.read_out_of_fold(run)
+    table, probs, classes = found.table, found.probs, found.classes
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(table["label"]) - set(index))
     if unknown:
         raise KitError(f"{run}: val.csv has labels {unknown[:5]} that are not classes of its model.")
     targets = table["label"].map(index).to_numpy(dtype=np.int64, copy=True)
-    logits = torch.from_numpy(probs).clamp_min(1e-12).log()  # log-probabilities: log_softmax leaves them as they are
-    loss = sample_losses(logits, torch.from_numpy(targets)).numpy()
+    loss = probability_losses(probs, targets).numpy()
     predicted = probs.argmax(axis=1)
     rows = np.arange(len(table))
     out = pd.DataFrame({"sample_index": table["sample_index"], "label": table["label"],
@@ -94,67 +59,12 @@ def top_losses(run: str | Path, k: int | None = None) -> pd.DataFrame:
 def flattest(data, k: int = 24) -> pd.DataFrame:
     """The `k` training images with the least pixel variation (blanks, lens caps), flattest first.
 
-    `data`: a kitlib.dataset.TrainingData. Columns: sample_index, label, pixel_std.
+    `data`: a kitlib.data.TrainingData. Columns: sample_index, label, pixel_std.
     """
     std = blank_scores(data.images)
     order = np.argsort(std, kind="stable")[:k]
     return pd.DataFrame({"sample_index": [data.ids[i] for i in order],
                          "label": [data.classes[int(data.targets[i])] for i in order], "pixel_std": std[order]})
-
-
-# --------------------------------------------------------------------------------------------- pictures
-
-def _pixels(table: pd.DataFrame, data) -> np.ndarray:
-    """(len(table), H, W, 3) uint8 pixels of the table's samples, looked up by sample_index in `data`."""
-    row = {name: i for i, name in enumerate(data.ids)}
-    missing = [s for s in table["sample_index"] if s not in row]
-    if missing:
-        raise KitError(f"samples {missing[:5]} are not in the decoded data: prepare it from the same competition "
-                       "(and without the decisions that dropped them).")
-    return data.images[[row[s] for s in table["sample_index"]]].permute(0, 2, 3, 1).numpy()
-
-
-def _first_text(row: pd.Series, *columns: str) -> str | None:
-    """The first of `columns` holding a non-empty string (a concatenated table leaves NaN in the others)."""
-    return next((row[c] for c in columns if isinstance(row.get(c), str) and row[c]), None)
-
-
-def caption(row: pd.Series) -> str:
-    """What a grid shows under an image: its id and label, and the prediction, loss or flatness when known."""
-    label = _first_text(row, "label", "given_label")  # a loss table, or the audit's suspects
-    lines = [shorten(str(row["sample_index"]), 22), f"label: {shorten(str(label), 22)}"]
-    if isinstance(row.get("predicted"), str):
-        lines.append(f"pred: {shorten(row['predicted'], 22)} ({row['p_pred']:.2f})")
-        lines.append(f"loss {row['loss']:.2f}, p(label) {row['p_label']:.2f}")
-    if isinstance(row.get("issue"), str):
-        lines.append(f"{row['issue']} {row['score']:.2f}")
-        if _first_text(row, "suggested_label"):
-            lines.append(f"suggested: {shorten(str(row['suggested_label']), 18)}")
-    if pd.notna(row.get("pixel_std", np.nan)):
-        lines.append(f"pixel std {row['pixel_std']:.3f}")
-    return "\n".join(lines)
-
-
-def plot_top_losses(table: pd.DataFrame, data, path: str | Path = "images/top_losses.png", *,
-                    title: str | None = None, columns: int = 6) -> Path:
-    """A grid PNG of the table's images (top_losses or flattest), each captioned; return its path."""
-    if len(table) == 0:
-        raise KitError("the table is empty: nothing to plot.")
-    pixels = _pixels(table, data)
-    rows = -(-len(table) // columns)
-    fig = Figure(figsize=(columns * 2.1, rows * 2.7), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, (_, row) in zip(axes, pixels, table.iterrows()):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(caption(row), fontsize=7, loc="left")
-    kind = "highest validation losses, worst first" if "loss" in table else "flattest images, flattest first"
-    fig.suptitle(title or f"The {len(table)} {kind}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
 
 
 # --------------------------------------------------------------------------------------------- review
@@ -186,13 +96,13 @@ class Review:
         self.ids = list(table["sample_index"])
         before = read_decisions(self.path).drop_duplicates("sample_index", keep="last").set_index("sample_index")
         self.actions, self.labels, cells = {}, {}, []
-        for image, (_, row) in zip(_pixels(table, data), table.iterrows()):
+        for image, (_, row) in zip(sample_pixels(table, data), table.iterrows()):
             sample = row["sample_index"]
             action = before["action"].get(sample, "keep")
             if action not in ACTIONS:
                 raise KitError(f"{self.path}: action {action!r} for {sample!r}: choose one of {', '.join(ACTIONS)}.")
-            guess = before["new_label"].get(sample) or _first_text(row, "predicted", "suggested_label")
-            guess = guess if guess in data.classes else _first_text(row, "label", "given_label")
+            guess = before["new_label"].get(sample) or first_text(row, "predicted", "suggested_label")
+            guess = guess if guess in data.classes else first_text(row, "label", "given_label")
             buffer = io.BytesIO()
             scale = max(1, size // max(image.shape[:2]))
             Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale),

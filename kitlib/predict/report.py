@@ -1,5 +1,9 @@
 """The evaluation report: how good the model is per class, what it confuses, and versus chance.
 
+    evaluate_run("runs/a", out_dir="images/a_report")        # a run's best model on its validation split
+    evaluate_oof(ids, labels, oof_probs, classes)             # out-of-fold predictions of the whole set
+    evaluate_ensemble(["runs/a", "runs/b"], competition, "images/ensemble_report", tta="hflip")
+
 `evaluate` takes true labels and predicted probabilities of a validation split (or out-of-fold
 predictions over the whole training set) and returns a `Report` with macro-F1, accuracy, a
 per-class table, the confusion matrix, the most-confused pairs and the random-guessing baseline,
@@ -20,8 +24,12 @@ import torch
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
+from kitlib import rundir
 from kitlib.errors import KitError
+from kitlib.files import read_csv_strings
+from kitlib.figures import save_figure, shorten
 from kitlib.metrics import confusion, per_class_prf, random_baseline_f1
+from kitlib.predict.ensemble import load_runs, predict_probs
 
 FULL_NAMES_UP_TO = 30  # classes; beyond this the axes show "index short-name" and thin the ticks
 
@@ -78,11 +86,6 @@ def confused_pairs(conf: np.ndarray, classes: Sequence[str], top: int = 10) -> p
     return table.head(top).reset_index(drop=True)
 
 
-def shorten(name: str, width: int) -> str:
-    """`name` cut to `width` characters with an ellipsis (long class names in figures and summaries)."""
-    return name if len(name) <= width else name[: width - 1] + "\u2026"
-
-
 def plot_confusion(conf: np.ndarray, classes: Sequence[str], path: Path, *, title: str = "") -> Path:
     """Save counts and row-normalized confusion matrices side by side as a PNG; return the path."""
     k = len(classes)
@@ -111,8 +114,7 @@ def plot_confusion(conf: np.ndarray, classes: Sequence[str], path: Path, *, titl
                         color="white" if norm(values[i, j]) > 0.6 else "black")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _summary(title: str, report: dict, classes: Sequence[str], n: int) -> str:
@@ -182,3 +184,51 @@ def evaluate(y_true, probs, classes: Sequence[str], *, out_dir: Path | None = No
         summary += f"\nwrote {', '.join(str(p) for p in files.values())}"
     print(summary)
     return Report(**numbers, summary=summary, files=files)
+
+
+def evaluate_run(run: str | Path, out_dir: str | Path | None = None, *, title: str | None = None) -> Report:
+    """The evaluation report of a run's best model on its validation split (val_probs.npy + val.csv)."""
+    run = Path(run).expanduser()
+    found = rundir.read_validation(run)
+    return evaluate(found.table["label"].tolist(), found.probs, found.classes,
+                    out_dir=None if out_dir is None else Path(out_dir), title=title or f"{run.name} (validation)")
+
+
+def evaluate_oof(ids: Sequence[str], labels: Sequence[str], probs, classes: Sequence[str], *,
+                 out_dir: str | Path | None = None, title: str = "out-of-fold") -> Report:
+    """The evaluation report on out-of-fold probabilities: every sample once, each predicted by a model
+    that never trained on it (rows of NaN, samples no fold predicted, are rejected)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if not len(ids) == len(labels) == len(probs):
+        raise KitError(f"{len(ids)} ids, {len(labels)} labels and {len(probs)} rows of probabilities: "
+                       "pass one of each per training sample.")
+    series = pd.Series(list(ids), dtype=object)
+    repeated = series[series.duplicated()].tolist()
+    if repeated:
+        raise KitError(f"ids {repeated[:5]} appear more than once: out-of-fold predictions hold every sample "
+                       "once (average a sample's folds first).")
+    missing = np.flatnonzero(~np.isfinite(probs).all(axis=1)) if probs.ndim == 2 else []
+    if len(missing):
+        raise KitError(f"{len(missing)} sample(s) have no out-of-fold prediction (NaN), e.g. "
+                       f"{[ids[i] for i in missing[:5]]}: every sample must be in exactly one validation fold.")
+    return evaluate(list(labels), probs, classes, out_dir=None if out_dir is None else Path(out_dir), title=title)
+
+
+def evaluate_ensemble(runs, competition, out_dir: Path, *, tta: str = "none", scales=(1.0,)):
+    """The evaluation report of the runs' ensemble (with TTA) on their shared validation split.
+
+    Every run must have validated on the same samples (same split, same decisions); a fold
+    folder has no single split, so it is refused here: evaluate its out-of-fold predictions instead.
+    """
+    for run in runs:
+        if rundir.validated_ids(run) is None:
+            raise KitError(f"{run}: no {rundir.VAL_TABLE} (a run without a validation split, or a folder of folds).")
+    if any(rundir.validated_ids(run) != rundir.validated_ids(runs[0]) for run in runs[1:]):
+        raise KitError(f"runs {', '.join(str(r) for r in runs)} validated on different samples: give them the same "
+                       "val_fraction, seed and decisions to compare them on one split.")
+    table = read_csv_strings(Path(runs[0]) / rundir.VAL_TABLE)
+    models = load_runs(list(runs))
+    samples = competition.samples.set_index("sample_index").loc[table["sample_index"]].reset_index()
+    probs = predict_probs(models, samples, tta=tta, scales=scales)
+    return evaluate(table["label"].tolist(), probs, models[0].classes, out_dir=Path(out_dir),
+                    title=f"ensemble of {len(runs)} run(s), TTA {tta} (validation)")

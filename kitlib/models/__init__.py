@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from . import resnet
-from .errors import KitError
+from kitlib.models import resnet
+from kitlib.errors import KitError
 
 TORCHVISION = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kitlib.ops import GRAY, gain_map, hue_map, saturation_map
+from kitlib.augment.ops import GRAY, gain_map, hue_map, saturation_map
 
 
 class Batch:
@@ -101,12 +101,15 @@ class Batch:
         self.colour = step @ self.colour
 
     def brightness(self, f: torch.Tensor) -> None:
+        """Multiply every channel by (B,) factors `f`."""
         self.recolour(gain_map(f))
 
     def saturation(self, f: torch.Tensor) -> None:
+        """Blend each image with its grey version: f=0 grey, 1 unchanged."""
         self.recolour(saturation_map(f))
 
     def contrast(self, f: torch.Tensor) -> None:
+        """Blend each image with its mean luma: f=0 flat grey, 1 unchanged."""
         self.recolour(*self.contrast_map(f))
 
     def contrast_map(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,12 +117,15 @@ class Batch:
         return gain_map(f), ((1 - f) * self.gray_mean()).unsqueeze(1).expand(-1, 3)
 
     def hue(self, h: torch.Tensor) -> None:
+        """Turn colours about the grey axis by (B,) fractions `h` of a full turn."""
         self.recolour(hue_map(h))
 
     def grayscale(self, chosen: torch.Tensor) -> None:
+        """Make the (B,) bool `chosen` images grey."""
         self.recolour(saturation_map(1.0 - chosen.float()))
 
     def invert(self, chosen: torch.Tensor) -> None:
+        """Invert the (B,) bool `chosen` images (255 - x)."""
         self.recolour(gain_map(1 - 2 * chosen.float()), 255.0 * chosen.float().unsqueeze(1).expand(-1, 3))
 
     def gray_mean(self) -> torch.Tensor:
@@ -150,7 +156,7 @@ class Batch:
         elif _is_identity(self.colour.index_select(0, index)):
             current = self.pixels.index_select(0, index)
         else:
-            current = _colour(self.pixels.index_select(0, index), self.colour[index, :3], (0.0,) * 3, (255.0,) * 3)
+            current = apply_colour(self.pixels.index_select(0, index), self.colour[index, :3], (0.0,) * 3, (255.0,) * 3)
             current = current.round_().to(torch.uint8)
         new = fn(current, index)
         self.write("pixels", index, new)
@@ -175,7 +181,7 @@ class Batch:
         masks = None if self.masks is None else self.masks.index_select(0, index)
         h, w = pixels.shape[-2:]
         if _is_identity(geometry):
-            return _colour(pixels, self.colour[index, :3], (0.0,) * 3, (255.0,) * 3), masks
+            return apply_colour(pixels, self.colour[index, :3], (0.0,) * 3, (255.0,) * 3), masks
         to_source = _scale(w / self.size[1], h / self.size[0], self.device)
         index_map = _to_index(h, w, self.device) @ to_source @ geometry @ torch.linalg.inv(to_source)
         return _resample(pixels, self.colour[index, :3], (0.0,) * 3, (255.0,) * 3, index_map, (h, w),
@@ -197,7 +203,7 @@ class Batch:
         colour[:, :, 3] += torch.tensor(lo, device=self.device)
         h, w = self.pixels.shape[-2:]
         if (h, w) == self.size and _is_identity(self.geometry):
-            self.images = _colour(self.pixels, colour, lo, hi)
+            self.images = apply_colour(self.pixels, colour, lo, hi)
             if self.masks is not None and not self._owned:  # the final ops write into them
                 self.masks = self.masks.clone()
             return
@@ -226,7 +232,7 @@ def _to_index(h: int, w: int, device) -> torch.Tensor:
     return torch.tensor([[1.0, 0, w / 2 - 0.5], [0, 1, h / 2 - 0.5], [0, 0, 1]], device=device)
 
 
-def _colour(pixels: torch.Tensor, colour: torch.Tensor, lo, hi) -> torch.Tensor:
+def apply_colour(pixels: torch.Tensor, colour: torch.Tensor, lo, hi) -> torch.Tensor:
     """(n, 3, h, w) -> float32 colour[:, :, :3] @ rgb + colour[:, :, 3], channel c clamped to [lo[c], hi[c]]."""
     n = len(pixels)
     out = torch.baddbmm(colour[:, :, 3:], colour[:, :, :3], pixels.reshape(n, 3, -1).float())
@@ -236,12 +242,12 @@ def _colour(pixels: torch.Tensor, colour: torch.Tensor, lo, hi) -> torch.Tensor:
 
 
 def _resample(pixels, colour, lo, hi, index_map, size, bilinear, masks=None):
-    """Colour (n, 3, h, w) uint8 `pixels` (see _colour), then sample them at `size` through `index_map`
+    """Colour (n, 3, h, w) uint8 `pixels` (see apply_colour), then sample them at `size` through `index_map`
     (n, 3, 3: centred output px -> pixel index coordinates) -> float32 (n, 3, H, W), black (lo)
     outside, and the masks (n, 1, H, W) uint8 by nearest (0 outside). The pixels get a 1-pixel black
     ring, so a clamped index reads black: no bounds masks are needed."""
     n, _, h, w = pixels.shape
-    source = _colour(F.pad(pixels, (1, 1, 1, 1)), colour, lo, hi)
+    source = apply_colour(F.pad(pixels, (1, 1, 1, 1)), colour, lo, hi)
     black = torch.tensor(lo, device=pixels.device).view(1, 3, 1)  # the ring stays black whatever colour does to 0
     source[:, :, 0], source[:, :, -1], source[:, :, :, 0], source[:, :, :, -1] = black, black, black, black
     nearest = _nearest_index(index_map, size, h, w) if masks is not None or not bilinear else None

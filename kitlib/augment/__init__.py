@@ -11,8 +11,8 @@ faster than per-image PIL transforms on 2 CPU cores (bench/pipeline.py):
             invert and the normalization), applied with one batched matmul before the resampling.
 Non-linear pixel ops (posterize, solarize, equalize, autocontrast, sharpness, AugMix) rewrite the
 uint8 pixels of just the samples that drew them. Erasing, noise and mixing act last, on the output.
-The single ops live in kitlib.ops, the automated policies in kitlib.policies (both re-exported
-here), and the Batch they act on, with its one resampling, in kitlib.batch.
+The single ops live in kitlib.augment.ops, the automated policies in kitlib.augment.policies (both re-exported
+here), and the Batch they act on, with its one resampling, in kitlib.augment.batch.
 
 Where the result differs from torchvision applying the same ops image by image (each checked against
 torchvision in tests/test_augment.py, with the tolerance stated there):
@@ -31,7 +31,7 @@ torchvision in tests/test_augment.py, with the tolerance stated there):
     pending geometry of the samples that drew them, so they see what torchvision's would.
 Linear colour and pixel ops otherwise match to torchvision's uint8 truncation (at most 2 levels).
 
-Strength s in [0, 1] (kitlib.ops and kitlib.policies say how each op reads it): probabilities become p*s and
+Strength s in [0, 1] (kitlib.augment.ops and kitlib.augment.policies say how each op reads it): probabilities become p*s and
 magnitudes move towards the identity by the factor s; at s=0 nothing fires and training batches are
 the eval transform's (to float rounding).
 """
@@ -48,11 +48,12 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from kitlib.batch import Batch, _colour
+from kitlib.augment.batch import Batch, apply_colour
 from kitlib.errors import KitError
-from kitlib.ops import (ColorJitter, CutMix, Erase, Flip, GaussianNoise, Grayscale, MixUp,  # noqa: F401
+from kitlib.figures import save_figure
+from kitlib.augment.ops import (ColorJitter, CutMix, Erase, Flip, GaussianNoise, Grayscale, MixUp,  # noqa: F401
                         PadCrop, PoissonNoise, ResizedCrop, Rotate)
-from kitlib.policies import AugMix, AutoAugment, RandAugment, TrivialAugment  # noqa: F401 (re-exported)
+from kitlib.augment.policies import AugMix, AutoAugment, RandAugment, TrivialAugment  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def resolve_ops(ops: str | list) -> tuple:
     ops = tuple(ops)
     for op in ops:
         if getattr(op, "stage", None) not in ("pixels", "final") or not callable(op):
-            raise KitError(f"{op!r} is not an augmentation op: use the ops of kitlib.augment / kitlib.policies.")
+            raise KitError(f"{op!r} is not an augmentation op: use the ops of kitlib.augment / kitlib.augment.policies.")
     stages = [op.stage for op in ops]
     if "final" in stages and "pixels" in stages[stages.index("final"):]:
         raise KitError(f"ops {[type(op).__name__ for op in ops]}: erasing, noise and mixing act on the final "
@@ -209,7 +210,7 @@ class EvalTransform:
                                                                 device=images.device)], 1)
             lo = [-m / s for m, s in zip(self.mean, self.std)]
             hi = [(1 - m) / s for m, s in zip(self.mean, self.std)]
-            return _colour(images, colour.expand(len(images), 3, 4), lo, hi)
+            return apply_colour(images, colour.expand(len(images), 3, 4), lo, hi)
 
 
 def eval_transform(*, size: tuple[int, int], mean, std) -> EvalTransform:
@@ -307,7 +308,4 @@ def preview(images_u8, labels, ops="medium", *, strength: float, path, mean, std
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -4,7 +4,7 @@ RandAugment, TrivialAugmentWide, AutoAugment and AugMix use torchvision's own ta
 magnitude bins, AutoAugment's sub-policies), read from `torchvision.transforms.v2`, so they match the
 per-image policies in distribution (tests/test_augment.py checks this against torchvision itself).
 Linear ops (brightness, contrast, rotation, shear, ...) join the batch's pending maps like the single
-ops of `kitlib.ops`; non-linear ones (posterize, solarize, equalize, autocontrast, sharpness)
+ops of `kitlib.augment.ops`; non-linear ones (posterize, solarize, equalize, autocontrast, sharpness)
 rewrite the uint8 pixels of only the samples that drew them.
 
 Strength s in [0, 1]: the policy fires with probability p*s and its signed magnitudes move towards

@@ -19,9 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from kitlib import distributed, runtime  # noqa: E402
-from kitlib.dataset import TrainingData  # noqa: E402
-from kitlib.recipe import TrainConfig  # noqa: E402
+from kitlib import runtime  # noqa: E402
+from kitlib.data.dataset import TrainingData  # noqa: E402
+from kitlib.figures import save_figure  # noqa: E402
+from kitlib.train import distributed  # noqa: E402
+from kitlib.train.config import TrainConfig  # noqa: E402
+from kitlib.train.loop import train_step  # noqa: E402
+from kitlib.train.trainer import State, build_trainer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,10 @@ class LRFinding:
 def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: float = 1e-4,
             end: float = 10.0, steps: int = 100, plot: str | Path | None = "images/lr_find.png") -> LRFinding:
     """Train `steps` batches with the LR rising from `start` to `end`; return the curve and a suggested LR."""
-    from kitlib.train import State, _setup, train_step
-
     runtime.set_threads(config.threads)
     with tempfile.TemporaryDirectory() as folder:  # the test's model is thrown away
-        t = _setup(data, replace(config, ema=None, schedule="constant"), Path(folder), distributed.Context(),
-                   resuming=False)
+        t = build_trainer(data, replace(config, ema=None, schedule="constant"), Path(folder), distributed.Context(),
+                          resuming=False)
     state, lrs, losses, smooth, best = State(), [], [], 0.0, math.inf
     t.net.train()
     order = t.data.train_index
@@ -86,7 +88,6 @@ def _steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
 
 
 def _plot(lrs, losses, suggestion: float, path: Path, model: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(lrs, losses)
     ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
@@ -96,6 +97,4 @@ def _plot(lrs, losses, suggestion: float, path: Path, model: str) -> Path:
     ax.set_title(f"Learning-rate range test: {model}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 import kitlib
-from kitlib.data import ID_COLUMNS, LABEL_COLUMNS, read_csv_strings
+from kitlib.data.layouts import ID_COLUMNS, LABEL_COLUMNS
 from kitlib.errors import KitError
-from kitlib.files import replace_atomically
+from kitlib.files import read_csv_strings, replace_atomically
 
 SHOW = 5  # how many offending ids/rows an error message lists
 

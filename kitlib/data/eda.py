@@ -11,12 +11,12 @@ matplotlib.use("Agg")  # figures are files for the report; no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from kitlib.cache import decode_table  # noqa: E402
-from kitlib.data import Competition  # noqa: E402
-from kitlib.report import shorten  # noqa: E402
+from kitlib.data.cache import decode_table  # noqa: E402
+from kitlib.data.images import image_size  # noqa: E402
+from kitlib.data.layouts import Competition  # noqa: E402
+from kitlib.figures import save_figure, shorten  # noqa: E402
 
 MAX_IMAGES = 5000  # per split: enough for every statistic here, and fast on any data set
 GRID_CLASSES, GRID_PER_CLASS = 12, 8
@@ -28,9 +28,7 @@ def _subsample(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_class_counts(competition: Competition, path: Path) -> Path:
@@ -72,12 +70,11 @@ def plot_samples(competition: Competition, images: np.ndarray, masks: np.ndarray
 
 
 def _sizes(table: pd.DataFrame, progress: bool = True) -> np.ndarray:
-    """(N, 2) width, height of each image, read from file headers only."""
+    """(N, 2) width, height of each image as displayed (EXIF orientation applied), read from file headers only."""
     sizes = []
     for path in tqdm(table["image"], desc="reading image sizes", unit="img", leave=False,
                      disable=not progress):
-        with Image.open(path) as im:
-            sizes.append(im.size)
+        sizes.append(image_size(path))
     return np.array(sizes)
 
 

@@ -23,9 +23,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
+from kitlib.data.images import image_size, open_image, oriented_size, upright
 from kitlib.errors import KitError
 from kitlib.runtime import cache_dir as default_cache_dir, cpu_count
 
@@ -94,15 +95,11 @@ def common_size(paths: Sequence[str | Path]) -> tuple[int, int]:
     step = max(1, len(paths) // 200)
     sizes = Counter()
     for path in list(paths)[::step]:
-        try:
-            with Image.open(path) as im:
-                sizes[im.size] += 1
-        except OSError as error:
-            raise KitError(f"{path}: not a readable image ({error}). Delete or replace it.") from error
+        sizes[image_size(path)] += 1  # as displayed: a photo stored sideways counts upright
     (w, h), count = sizes.most_common(1)[0]
     if len(sizes) > 1:
         print(f"images have {len(sizes)} sizes; the most common is {w}x{h} "
-              f"({count} of {sum(sizes.values())} sampled); pass size= to choose")
+              f"({count} of {sum(sizes.values())} sampled); --decode-size (decode_size=) chooses")
     return h, w
 
 
@@ -163,12 +160,12 @@ def _fit(im: Image.Image, size: tuple[int, int], fit: str, resample: int) -> Ima
 
 
 def _open(path: str | Path, size: tuple[int, int]) -> Image.Image:
-    im = Image.open(path)
-    if im.format == "JPEG" and im.size[0] >= 4 * size[1] and im.size[1] >= 4 * size[0]:
-        im.draft("RGB", (2 * size[1], 2 * size[0]))  # decode at a reduced scale, still >= 2x the target
-    if "exif" in im.info and im.getexif().get(0x0112, 1) != 1:  # EXIF orientation says "rotate me"
-        im = ImageOps.exif_transpose(im)
-    return im
+    im = open_image(path)
+    w, h = oriented_size(im)
+    if im.format == "JPEG" and w >= 4 * size[1] and h >= 4 * size[0]:
+        # decode at a reduced scale, still >= 2x the target (draft takes the stored, unrotated size)
+        im.draft("RGB", (2 * size[1], 2 * size[0]) if (w, h) == im.size else (2 * size[0], 2 * size[1]))
+    return upright(im)
 
 
 def read_image(path: str | Path, size: tuple[int, int], fit: str) -> np.ndarray:
@@ -179,13 +176,11 @@ def read_image(path: str | Path, size: tuple[int, int], fit: str) -> np.ndarray:
 
 def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str | Path) -> np.ndarray:
     """One mask as (1, H, W) uint8, resized with nearest neighbour so labels stay labels."""
-    with Image.open(path) as im, Image.open(image_path) as image:
-        if _oriented_size(im) != _oriented_size(image):
+    with open_image(path) as im, open_image(image_path) as image:
+        if oriented_size(im) != oriented_size(image):
             raise OSError("mask is {}x{} but its image {} is {}x{}".format(
-                *_oriented_size(im), Path(image_path).name, *_oriented_size(image)))
-        if im.getexif().get(0x0112, 1) != 1:
-            im = ImageOps.exif_transpose(im)
-        return np.asarray(_fit(_to_mask(im), size, fit, Image.NEAREST))[None]
+                *oriented_size(im), Path(image_path).name, *oriented_size(image)))
+        return np.asarray(_fit(_to_mask(upright(im)), size, fit, Image.NEAREST))[None]
 
 
 def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -216,12 +211,6 @@ def _file_bytes(path: str) -> torch.Tensor:
     return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    """(width, height) after EXIF orientation, read from the header alone."""
-    w, h = im.size
-    return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
-
-
 # ---------------------------------------------------------------------------------------------
 # Building: worker processes fill a memory-mapped .npy; the finished file is renamed into place.
 
@@ -247,6 +236,8 @@ def _decode_chunk(start: int) -> tuple[int, list[tuple[str, str]]]:
             if masks is not None and job["mask_paths"][i] is not None:
                 path = job["mask_paths"][i]
                 masks[i] = read_mask(path, job["size"], job["fit"], job["paths"][i])
+        except KitError as error:  # open_image's message already names the file
+            errors.append((str(path), str(error).removeprefix(f"{path}: ")))
         except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for broken files
             errors.append((str(path), str(error) or type(error).__name__))
     # no flush: the pages are shared with the page cache, where the parent reads them; an msync per

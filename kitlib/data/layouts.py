@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from kitlib.errors import KitError
+from kitlib.files import read_csv_strings
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 ID_COLUMNS = ("sample_index", "id", "image_id", "image", "filename", "file", "img", "name")
@@ -152,16 +153,6 @@ def _pick_column(frame: pd.DataFrame, wanted: str | None, options: tuple[str, ..
     raise KitError(
         f"{path}: no {what} column (looked for {', '.join(options)}); found columns: "
         f"{', '.join(map(str, frame.columns))}. Rename the column, or pass {what}_column=NAME.")
-
-
-def read_csv_strings(path: Path) -> pd.DataFrame:
-    """A CSV with every cell as the exact string in the file ("NA", "None" stay text)."""
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError as error:
-        raise KitError(f"{path}: the file is empty (not even a header row).") from error
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise KitError(f"{path}: not a readable UTF-8 CSV file ({error}).") from error
 
 
 def _id_lookup(images: list[Path]) -> dict[str, Path]:

@@ -28,7 +28,7 @@ DEFECTS = {"blank": 8, "mislabeled": 30, "alien": 4, "duplicate": 3}  # injected
 DEMO_VERSION = 3  # bump when the demo changes, so `demo_root()` rebuilds it
 
 
-def _render(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_digit(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """An 8x8 digit (0..16) -> a (32, 32, 3) uint8 colour image and its (32, 32) uint8 mask."""
     inner = SIZE - 2 * MARGIN
     ink = np.asarray(Image.fromarray((digit * 255 / 16).astype(np.uint8)).resize(
@@ -85,7 +85,7 @@ def write_demo(out: str | Path, *, seed: int = 0) -> Path:
         return name
 
     train_rows, defects = [], []
-    rendered = [_render(digits.images[i], rng) for i in train_idx]
+    rendered = [render_digit(digits.images[i], rng) for i in train_idx]
     labels = [CLASSES[digits.target[i]] for i in train_idx]
     picks = iter(rng.permutation(len(train_idx)))
     for _ in range(DEFECTS["blank"]):  # a flat colour: an empty scan, a lens cap
@@ -110,7 +110,7 @@ def write_demo(out: str | Path, *, seed: int = 0) -> Path:
         train_rows.append([save(competition / "train_data", number, image, mask), label])
     test_rows = []
     for number, i in enumerate(test_idx):
-        image, mask = _render(digits.images[i], rng)
+        image, mask = render_digit(digits.images[i], rng)
         test_rows.append([save(competition / "test_data", number, image, mask), CLASSES[digits.target[i]]])
 
     _write_csv(competition / "train_labels.csv", ["sample_index", "label"], train_rows)

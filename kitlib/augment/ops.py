@@ -1,10 +1,10 @@
 """The single augmentation ops on whole batches: flips, shifts, crops, rotation, colour, erasing, noise, mixing.
 
 Every op is a small frozen dataclass: its fields are the knobs, `p` the probability that a sample
-gets it, and calling it on a `kitlib.batch.Batch` draws its random numbers once per sample.
+gets it, and calling it on a `kitlib.augment.batch.Batch` draws its random numbers once per sample.
 'pixels' ops add to the batch's pending per-sample geometry and colour maps; 'final' ops (erasing,
 noise, mixing) edit the normalized output. Ops only call methods of the batch they are given.
-torchvision's automated policies, built from the same batch methods, are in `kitlib.policies`;
+torchvision's automated policies, built from the same batch methods, are in `kitlib.augment.policies`;
 `kitlib.augment` re-exports everything.
 
 Strength s in [0, 1]: an op with probability p fires with probability p*s, and every magnitude moves

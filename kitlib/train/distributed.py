@@ -1,7 +1,7 @@
 """Data-parallel training over N processes (Kaggle's 2x T4), launched by torchrun.
 
     torchrun --nproc_per_node 2 -m kitlib train DATA --out RUN      # from a shell
-    kitlib.distributed.launch(["train", DATA, "--out", RUN], nproc=2)  # from a notebook cell
+    kitlib.train.distributed.launch(["train", DATA, "--out", RUN], nproc=2)  # from a notebook cell
 
 `fit` calls `setup()`: under torchrun it joins the process group (NCCL on GPUs, gloo on CPUs),
 pins each process to its GPU, and returns a Context; in a plain process it returns a

@@ -1,0 +1,67 @@
+"""Opening image files the kit's way: sizes as displayed, large slides allowed up to a stated cap, clear errors.
+
+    with open_image(path) as im:       # EXIF orientation not yet applied: decode with upright(im)
+        width, height = oriented_size(im)
+
+Every failure a user can cause (a missing, truncated or foreign file; an image over the cap) is a
+KitError naming the file, never Pillow's traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from kitlib.errors import KitError
+
+MAX_PIXELS = 2**28
+"""The largest image (width x height) the kit decodes: 268 megapixels, e.g. a 16,384 x 16,384 slide
+(768 MiB as RGB). Pillow's own limit (89 MP) refuses ordinary slides as "decompression bombs"; the
+kit's decoding replaces it with this one, stated in the error."""
+ORIENTATION = 0x0112  # the EXIF tag; values 5-8 swap width and height
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The image at `path`, opened lazily (use it in a `with`); KitError for a missing, foreign or too large file."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the kit's cap below replaces Pillow's bomb check
+    try:
+        im = Image.open(path)
+    except FileNotFoundError as error:
+        raise KitError(f"{path}: the file is missing. Restore it, or delete its row from the labels CSV.") from error
+    except OSError as error:  # UnidentifiedImageError and unreadable files
+        raise KitError(f"{path}: not an image file Pillow can read ({error}). Replace or delete it.") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        im.close()
+        raise KitError(f"{path}: {width} x {height} px is over the kit's limit of {MAX_PIXELS:,} px "
+                       f"(kitlib.data.images.MAX_PIXELS). Shrink the image, or raise the limit if memory allows.")
+    return im
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 (upright) when it has none."""
+    try:
+        return int(im.getexif().get(ORIENTATION, 1))
+    except (OSError, ValueError, SyntaxError):  # a broken EXIF block: treat as upright
+        return 1
+
+
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) as the image is displayed: after its EXIF orientation (read from the header alone)."""
+    w, h = im.size
+    return (h, w) if orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (the same image when it says nothing)."""
+    return ImageOps.exif_transpose(im) if orientation(im) != 1 else im
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the file as displayed, read from its header."""
+    with open_image(path) as im:
+        return oriented_size(im)

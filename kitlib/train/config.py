@@ -1,0 +1,158 @@
+"""`TrainConfig`: every choice of a training run, documented and checked when it is built.
+
+    config = TrainConfig(time_budget=600, augment="medium")   # a bad value fails here, with the valid ones
+
+Its 'auto' values are filled from the data and the hardware by kitlib.train.recipe.resolve; the
+resolved config is what RUN/config.json and every checkpoint record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kitlib import models
+from kitlib.augment import PRESETS
+from kitlib.augment import SCHEDULES as STRENGTHS
+from kitlib.data.cache import FITS
+from kitlib.errors import KitError
+from kitlib.models.resnet import NORMS
+from kitlib.runtime import PRECISIONS
+from kitlib.train.schedules import SCHEDULES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved as RUN/config.json and inside every checkpoint."""
+
+    model: str = "auto"
+    """A name from kitlib.models.names(), or 'auto': the kit's ResNet for images up to 96 px."""
+    pretrained: bool = False
+    """Start from torchvision's ImageNet weights (downloaded once, or found offline)."""
+    weights: str | None = None
+    """A local weights file (Kaggle without internet); implies pretrained."""
+    norm: str = "auto"
+    """Normalization of the kit's nets: batch, group, layer, instance; 'auto' = group below batch 16."""
+    model_options: dict = field(default_factory=dict)
+    """Extra arguments for models.create (e.g. {'dropout': 0.2}, {'widths': [64, 128, 256]})."""
+    image_size: int | None = None
+    """Model input in px (square); None: the pretrained weights' size, else the decoded size."""
+    epochs: int | None = None
+    """Epochs to train; the alternative to `time_budget` (default 30 when neither is given)."""
+    time_budget: float | None = None
+    """Seconds of training: schedules follow the fraction used; the run ends inside it, best model saved."""
+    batch_size: int | None = None
+    """Images per optimizer step (split over processes under DDP, times `grad_accum`); None: a power
+    of two from 16 to 128 that gives an epoch at least ~30 steps (small data sets need steps)."""
+    grad_accum: int = 1
+    """Batches whose gradients add up before each optimizer step."""
+    optimizer: str = "auto"
+    """'sgd' (Nesterov, momentum 0.9), 'adamw', or 'auto': SGD from scratch, AdamW when pretrained."""
+    lr: float | None = None
+    """Peak learning rate; None: 0.2 (SGD) or 1e-3 (AdamW), times batch_size / 128."""
+    weight_decay: float | None = None
+    """None: 5e-4 (SGD) or 0.05 (AdamW); never applied to biases and norm weights."""
+    schedule: str = "onecycle"
+    """LR schedule: onecycle, cosine (with warm-up), triangular2, plateau, constant."""
+    warmup: float = 0.05
+    """Fraction of training for the LR warm-up (cosine, plateau, constant)."""
+    clip_grad: float | None = None
+    """Clip the gradient norm to this value (None: no clipping)."""
+    label_smoothing: float = 0.1
+    """Share of each target spread over all classes."""
+    class_weights: str = "auto"
+    """Loss weights per class: none, balanced (1/count), sqrt (1/sqrt(count)), auto (sqrt if the largest class is > 3x the smallest)."""
+    augment: str = "light"
+    """Augmentation preset (kitlib.augment.PRESETS): none, light (flip + shift: safe on short runs),
+    medium, strong, auto (TrivialAugmentWide); stronger presets pay off on longer runs."""
+    strength: str = "auto"
+    """Augmentation strength schedule: constant, ramp, phases, or auto (phases when fine-tuning, else ramp)."""
+    strength_start: float = 0.3
+    """Strength (0..1) where the ramp starts, and while a new head trains alone ('phases'): weak augmentation
+    while the net is far from fitting, full strength once it can fit the clean images."""
+    strength_ramp: float = 0.5
+    """Fraction of training (0..1) over which the ramp rises from strength_start to full strength."""
+    ema: float | None = 0.999
+    """Decay of the weights' moving average used for validation and prediction (None: off)."""
+    finetune: bool | None = None
+    """Transfer learning then fine-tuning: the head alone first, then the whole net (None: when pretrained)."""
+    head_fraction: float = 0.2
+    """Share of training spent on the head alone when fine-tuning."""
+    early_lr_factor: float = 0.1
+    """When fine-tuning, the first stage's LR relative to the head's (rising geometrically to 1)."""
+    finetune_lr_scale: float = 0.3
+    """When fine-tuning, the whole net's peak LR relative to the head phase's: the pretrained features need
+    smaller steps than the new head did."""
+    early_stopping: int | None = None
+    """Stop after this many epochs without a better validation macro-F1 (None: never)."""
+    val_fraction: float = 0.2
+    """Validation share of each class when the layout has no validation split (0: train on all)."""
+    folds: int | None = None
+    """Use fold `fold` of stratified K folds as validation instead of a hold-out."""
+    fold: int = 0
+    """Which fold validates when `folds` is set."""
+    decode_size: int | None = None
+    """Size in px the images are decoded to and held in memory; None: their most common size, shrunk
+    (aspect kept) to `image_size`, to the pretrained weights' size, or else to AUTO_DECODE_CAP."""
+    fit: str = "squash"
+    """How other shapes reach that size: squash, pad or crop."""
+    precision: str = "auto"
+    """bf16, fp16, fp32, or auto (from the hardware: see runtime.pick_precision)."""
+    channels_last: bool = True
+    """Memory format for convnets (faster on GPUs and on the CPU's oneDNN)."""
+    compile: bool = False
+    """torch.compile the model (minutes of start-up; pays off on long GPU runs)."""
+    checkpoint_minutes: float = 5.0
+    """Also save last.pt every this many minutes inside an epoch (Colab may die at any time)."""
+    seed: int = 0
+    """Seeds the split, the initialization, the data order and the augmentation."""
+    device: str = "auto"
+    """cuda, mps, cpu, or auto."""
+    threads: int | None = None
+    """CPU threads for torch (None: every core; the kit uses no loader workers)."""
+    progress: bool = True
+    """Show progress bars."""
+    images_dir: str | None = "images"
+    """Folder that also receives the run's curves for the report (None: the run folder only)."""
+
+    def __post_init__(self):
+        if self.epochs is not None and self.time_budget is not None:
+            raise KitError("give epochs or time_budget, not both: they are alternatives.")
+        for name, low in (("batch_size", 1), ("grad_accum", 1), ("epochs", 1), ("image_size", 8),
+                          ("decode_size", 8), ("early_stopping", 1), ("threads", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise KitError(f"{name}={value!r}: give a whole number of at least {low}.")
+        for name, low, high in (("val_fraction", 0.0, 0.99), ("head_fraction", 0.01, 0.99), ("warmup", 0.0, 0.99),
+                                ("label_smoothing", 0.0, 0.99), ("strength_start", 0.0, 1.0),
+                                ("strength_ramp", 0.01, 1.0), ("early_lr_factor", 1e-4, 1.0),
+                                ("finetune_lr_scale", 1e-4, 1.0)):
+            if not low <= getattr(self, name) <= high:
+                raise KitError(f"{name}={getattr(self, name)!r}: give a value from {low:g} to {high:g}.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise KitError(f"time_budget={self.time_budget!r}: give a positive number of seconds.")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise KitError(f"ema={self.ema!r}: give a decay between 0 and 1 (e.g. 0.999), or None for no EMA.")
+        for name, choices in choices_of().items():
+            if getattr(self, name) not in choices:
+                raise KitError(f"{name} {getattr(self, name)!r}: choose one of {', '.join(choices)}.")
+        if not DEVICE.fullmatch(self.device):
+            raise KitError(f"device {self.device!r}: choose one of auto, cpu, cuda, cuda:N, mps.")
+
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def choices_of() -> dict[str, tuple[str, ...]]:
+    """The valid values of every string option of TrainConfig but `device` (the CLI's and notebooks' lists)."""
+    return {
+        "model": ("auto", *models.names()),
+        "norm": ("auto", *NORMS),
+        "optimizer": ("auto", "sgd", "adamw"),
+        "schedule": SCHEDULES,
+        "class_weights": ("auto", "none", "balanced", "sqrt"),
+        "augment": tuple(PRESETS),
+        "strength": ("auto", *STRENGTHS),
+        "fit": FITS,
+        "precision": ("auto", *PRECISIONS),
+    }

@@ -1,0 +1,201 @@
+"""What one run trains with: the Trainer (built once from data and config), its State, and saving both.
+
+    t = build_trainer(data, config, run_dir, ctx, resuming=False)
+    save_last(t, state)          # RUN/last.pt: everything a resume needs
+    restore(t, state, saved)     # ... and back
+
+The Trainer holds the objects (model, optimizer, transforms, clock); the State holds the numbers
+that change (epoch, step, history, best); last.pt holds both, so a resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import kitlib
+from kitlib import augment, checkpoint, models, rundir, runtime
+from kitlib.data.dataset import TrainingData
+from kitlib.rundir import Normalization
+from kitlib.train import distributed
+from kitlib.train.config import TrainConfig
+from kitlib.train.ema import EMA
+from kitlib.train.recipe import Phase, build_optimizer, class_weight, phases, resolve
+from kitlib.train.schedules import Clock, Plateau
+
+
+@dataclass
+class State:
+    """The mutable part of a run; all of it goes into last.pt, so a resume continues exactly."""
+
+    epoch: int = 0
+    """Epochs completed."""
+    step: int = 0
+    """Batches trained so far (all epochs)."""
+    batch: int = 0
+    """Batches done within the current epoch (for a resume from a mid-epoch checkpoint)."""
+    phase: str = ""
+    """Name of the phase the model is set up for."""
+    history: list = field(default_factory=list)
+    """One metrics row per finished epoch."""
+    best: dict | None = None
+    """The metrics row of the best epoch."""
+    stale: int = 0
+    """Epochs since the best one (early stopping)."""
+    plateau: Plateau = field(default_factory=Plateau)
+    losses: list = field(default_factory=list)
+    """Training losses of the current epoch so far."""
+    images_per_s: float = 0.0
+    """Training throughput of the last epoch (all processes)."""
+
+
+@dataclass
+class Trainer:
+    """The objects one run trains with (built once by `build_trainer`)."""
+
+    config: TrainConfig
+    """The resolved config (no 'auto' left)."""
+    data: TrainingData
+    model: torch.nn.Module
+    """The model as built (saved in checkpoints)."""
+    net: torch.nn.Module
+    """What the loop calls: `model`, compiled and/or wrapped in DDP."""
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    train_tf: augment.TrainTransform
+    eval_tf: augment.EvalTransform
+    loss_weight: torch.Tensor | None
+    images: torch.Tensor
+    """The uint8 images where batches are gathered: on the GPU when they fit, else in host memory."""
+    device: torch.device
+    ctx: distributed.Context
+    clock: Clock
+    phases: list[Phase]
+    run_dir: Path
+    spec: dict
+    """models.create arguments, so the model can be rebuilt from a checkpoint."""
+    normalization: Normalization
+    reserve: float = 5.0
+    """Seconds kept at the end of a time budget for validation and saving (measured as we go)."""
+    last_save: float = field(default_factory=time.perf_counter)
+
+
+def build_trainer(data: TrainingData, config: TrainConfig, run_dir: Path, ctx: distributed.Context, *,
+                  resuming: bool, started: float | None = None) -> Trainer:
+    """Resolve the config on this data and device, then build model, transforms, optimizer and clock."""
+    device = ctx.device or runtime.pick_device(config.device)
+    config = resolve(config, data, device)
+    runtime.seed_everything(config.seed)
+    k = len(data.classes)
+    spec = {"name": config.model, "num_classes": k, "norm": config.norm, "options": dict(config.model_options)}
+    # a resumed run overwrites every weight from last.pt: no need to fetch the pretrained file again
+    model = models.create(config.model, k, pretrained=config.pretrained and not resuming,
+                          weights=None if resuming else config.weights, norm=config.norm, **config.model_options)
+    stats = models.normalization(config.model, config.pretrained) or augment.image_stats(data.images)
+    size = (config.image_size, config.image_size)
+    normalization = Normalization(stats[0], stats[1], size, data.size, data.fit)
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    net = torch.compile(model) if config.compile else model
+    net = ctx.wrap(net)
+    # batches per epoch of one process: its shard of the rows, in batches of its share of batch_size
+    per_epoch = math.ceil(math.ceil(len(data.train_index) / ctx.world) / (config.batch_size // ctx.world))
+    return Trainer(
+        config=config, data=data, model=model, net=net, optimizer=build_optimizer(config, model),
+        scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
+        ema=EMA(model, config.ema) if config.ema else None,
+        train_tf=augment.train_transform(config.augment, size=size, mean=stats[0], std=stats[1], num_classes=k),
+        eval_tf=augment.eval_transform(size=size, mean=stats[0], std=stats[1]),
+        loss_weight=_on(class_weight(data.class_counts(), config.class_weights), device),
+        images=_store(data.images, device), device=device, ctx=ctx,
+        clock=Clock(total_steps=(config.epochs or 1) * per_epoch, budget=config.time_budget,
+                    started=started or time.perf_counter()),
+        phases=phases(config), run_dir=run_dir, spec=spec, normalization=normalization)
+
+
+def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
+
+
+def _store(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images where batches are gathered: on the GPU when they take under a third of its free memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() < free / 3:
+            return images.to(device)
+        return images.pin_memory() if images.is_contiguous() else images
+    return images
+
+
+def phase_at(trainer: Trainer, progress: float) -> Phase:
+    """The phase that `progress` falls in."""
+    return next(p for p in trainer.phases if progress < p.end or p is trainer.phases[-1])
+
+
+def batch_order(trainer: Trainer, epoch: int) -> torch.Tensor:
+    """This process's training rows for `epoch`: a permutation seeded by (seed, epoch), sharded over processes."""
+    generator = torch.Generator().manual_seed(trainer.config.seed * 1000003 + epoch)
+    order = trainer.data.train_index[torch.randperm(len(trainer.data.train_index), generator=generator)]
+    return order[trainer.ctx.rank::trainer.ctx.world]
+
+
+# --------------------------------------------------------------------------------------------- saving
+
+def config_record(t: Trainer) -> dict:
+    """What RUN/config.json holds: the resolved config, the model spec, the normalization, counts, versions."""
+    return {**asdict(t.config), "model_spec": t.spec, "normalization": t.normalization.to_dict(),
+            "classes": len(t.data.classes), "train_samples": len(t.data.train_index),
+            "val_samples": len(t.data.val_index), "kit_version": kitlib.__version__,
+            "git_commit": checkpoint.git_commit()}
+
+
+def payload(t: Trainer, state: State, model: torch.nn.Module, metrics: dict | None) -> dict:
+    """A checkpoint of `model` (format in kitlib.checkpoint) at the state's epoch and step."""
+    return {"config": asdict(t.config), "model": t.spec, "classes": t.data.classes,
+            "normalization": t.normalization.to_dict(), "epoch": state.epoch, "step": state.step,
+            "metrics": metrics or {}, "state_dict": model.state_dict()}
+
+
+def save_best(t: Trainer, state: State, model: torch.nn.Module) -> None:
+    """Write RUN/best.pt: the inference weights of the best epoch (main process only)."""
+    if t.ctx.is_main:
+        checkpoint.save(payload(t, state, model, state.best), t.run_dir / rundir.BEST)
+
+
+def save_last(t: Trainer, state: State) -> None:
+    """Write RUN/last.pt: everything a resume needs (main process only)."""
+    if t.ctx.is_main:
+        started = time.perf_counter()
+        saved = payload(t, state, t.ema.module if t.ema else t.model, state.history[-1] if state.history else None)
+        saved["train_state"] = {
+            "model": t.model.state_dict(), "ema": t.ema.state_dict() if t.ema else None,
+            "optimizer": t.optimizer.state_dict(), "scaler": t.scaler.state_dict(),
+            "state": {k: v for k, v in vars(state).items()}, "elapsed": t.clock.seconds(),
+            "rng": checkpoint.rng_state()}
+        checkpoint.save(saved, t.run_dir / rundir.LAST)
+        t.reserve = max(t.reserve, 2 * (time.perf_counter() - started) + 2)
+    t.last_save = time.perf_counter()
+
+
+def load_last(run_dir: Path) -> dict | None:
+    """RUN/last.pt to resume from, or None when the run has none yet."""
+    path = Path(run_dir) / rundir.LAST
+    return checkpoint.load(path) if path.exists() else None
+
+
+def restore(t: Trainer, state: State, saved: dict) -> None:
+    """Load last.pt's training state into the trainer and `state`."""
+    train_state = saved["train_state"]
+    t.model.load_state_dict(train_state["model"])
+    if t.ema is not None and train_state["ema"] is not None:
+        t.ema.load_state_dict(train_state["ema"])
+    t.optimizer.load_state_dict(train_state["optimizer"])
+    t.scaler.load_state_dict(train_state["scaler"])
+    vars(state).update(train_state["state"])
+    state.phase = ""  # re-apply the phase's freezing to the rebuilt model
+    t.clock.elapsed = train_state["elapsed"]
+    checkpoint.set_rng_state(train_state["rng"])
