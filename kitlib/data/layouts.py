@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from kitlib.data.columns import (ID_COLUMNS, LABEL_COLUMNS, clean, clean_cells, find_column, find_id_column,  # noqa: F401
+from kitlib.data.columns import (ID_COLUMNS, LABEL_COLUMNS, clean, clean_cells, find_column, find_id_column,
                                  find_label_column, name_key, unify_labels)
 from kitlib.errors import KitError
 from kitlib.files import csv_lines, read_csv_strings, read_text
@@ -263,9 +263,9 @@ def _check_labels(labels: pd.Series, ids: pd.Series, lines: list[int], path: Pat
 
 def _header_is_a_row(frame: pd.DataFrame, lines: list[int], lookup: dict[str, Path],
                      path: Path) -> tuple[pd.DataFrame, list[int]]:
-    """A CSV without a header row (its first line names an image) read with that line as a sample."""
+    """A CSV without a header row (its first line names an image file) read with that line as a sample."""
     known = {name_key(n) for n in ID_COLUMNS + LABEL_COLUMNS}
-    if not any(_find(lookup, str(c)) and name_key(str(c)) not in known for c in frame.columns):
+    if not any(_find(lookup, c) and name_key(c) not in known and not c.isdigit() for c in map(str, frame.columns)):
         return frame, lines
     names = [f"column {i + 1}" for i in range(frame.shape[1])]
     rows = [[str(c) for c in frame.columns], *frame.to_numpy().tolist()]
