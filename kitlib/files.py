@@ -33,7 +33,7 @@ _MAGIC = (  # first bytes -> what the file is
     (b"\x93NUMPY", "a NumPy array file"), (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or Office file"),
     (b"SQLite format 3", "an SQLite database"),
 )
-_HTML = re.compile(rb"\s*(<!doctype html|<html|<head|<\?xml[^>]*>\s*<!doctype html)", re.IGNORECASE)
+_HTML = re.compile(rb"(\xef\xbb\xbf)?\s*(<!doctype html|<html|<head|<\?xml[^>]*>\s*<!doctype html)", re.IGNORECASE)
 
 
 def file_kind(path: str | Path) -> str:
@@ -67,7 +67,7 @@ def file_kind(path: str | Path) -> str:
 
 
 def first_sentence(error: BaseException) -> str:
-    """An exception's message up to its first full stop (torch's run on for lines), or its type's name."""
+    """An exception's message up to its first full stop (torch's go on for lines), or its type's name."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text.split(". ", 1)[0].rstrip(".")
 
@@ -89,7 +89,10 @@ def _read(path: str | Path, size: int = -1) -> bytes:
 def _decode(data: bytes, path: Path) -> str:
     """The text of a CSV: UTF-8 (BOM or not), UTF-16 with a BOM, else Windows-1252 (what Excel writes), warned."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+        if len(data) % 2:
+            raise KitError(f"{path}: UTF-16 text of an odd number of bytes: it was cut off (an interrupted download "
+                           "or copy?). Get the file again.")
+        return data.decode("utf-16", errors="replace")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -132,11 +135,15 @@ def _unique(names: list[str]) -> list[str]:
 def read_csv_strings(path: str | Path) -> pd.DataFrame:
     """A CSV with every cell as the exact string in the file ("NA", "None" stay text); KitError when unreadable.
 
-    Rows keep their order in a fresh RangeIndex; `frame.attrs["lines"]` holds the file line on which
-    each row starts (for messages). Empty lines and empty trailing cells (spreadsheet leftovers) are
-    dropped; a row with more cells than the header, or with fewer, is a KitError naming its line
-    (the last line short and unterminated: the file was cut off).
+    Rows keep their order in a fresh RangeIndex. Empty lines and empty trailing cells (spreadsheet
+    leftovers) are dropped; a row with more cells than the header, or with fewer, is a KitError
+    naming its line (the last line short and unterminated: the file was cut off).
     """
+    return read_csv_lines(path)[0]
+
+
+def read_csv_lines(path: str | Path) -> tuple[pd.DataFrame, list[int]]:
+    """`read_csv_strings`'s table and the file line on which each of its rows starts (for messages)."""
     path = Path(path)
     kind = file_kind(path)
     if kind not in ("text", "empty (0 bytes)"):
@@ -175,14 +182,7 @@ def read_csv_strings(path: str | Path) -> pd.DataFrame:
         body.append(row[:width])
     frame = pd.DataFrame(body, columns=_unique(header), dtype=str) if body else \
         pd.DataFrame({name: pd.Series(dtype=str) for name in _unique(header)})
-    frame.attrs["lines"] = lines[1:]
-    return frame
-
-
-def csv_lines(frame: pd.DataFrame) -> list[int]:
-    """The file line of each row of a `read_csv_strings` table (row position + 2 for any other table)."""
-    lines = frame.attrs.get("lines")
-    return list(lines) if lines is not None and len(lines) == len(frame) else list(range(2, len(frame) + 2))
+    return frame, lines[1:]
 
 
 def read_text(path: str | Path, what: str = "text file") -> str:

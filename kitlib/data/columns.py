@@ -1,7 +1,7 @@
 """The labels CSV's columns and cells: found by name or by value, cleaned of what the eye cannot see.
 
-    id_col = find_id_column(frame, None, resolve, path)       # by name, else the column whose values name the files
-    frame = clean_cells(frame, path)                           # stripped, zero-width characters removed, warned
+    frame = clean_cells(frame, path, lines)                   # stripped, zero-width characters removed, warned
+    id_col = find_id_column(frame, None, resolve, path, folder)  # by name, else the column whose values name files
     labels = unify_labels(frame[label_col], lines, path)      # 'cat' and 'cat ' are one class; 'Cat' is reported
 
 Competition CSVs come exported from databases, edited in Excel and typed by hand: a label "cat "
@@ -21,7 +21,7 @@ import pandas as pd
 
 from kitlib.errors import KitError
 
-# Column names the kit recognises, compared by `name_key` (lower case, letters and digits only), in order of preference.
+# Column names the kit recognises, compared by `name_key` (case, spaces and punctuation aside), in order of preference.
 ID_COLUMNS = ("sample_index", "id", "image_id", "image", "image_name", "filename", "file_name", "file", "img",
               "img_id", "img_name", "name", "fname", "path", "image_path", "file_path", "filepath", "image_file")
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "class_id", "target", "category",
@@ -40,7 +40,7 @@ def clean(text: str) -> str:
 
 def name_key(name: str) -> str:
     """How column names are compared: 'Image Name', 'image_name' and ' IMAGE-NAME' are all 'imagename'."""
-    return re.sub(r"[^0-9a-z]", "", clean(name).lower())
+    return re.sub(r"[\W_]+", "", clean(name).casefold())
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -50,6 +50,11 @@ def _listing(items: Sequence[str]) -> str:
 def clean_cells(frame: pd.DataFrame, path: Path, lines: Sequence[int]) -> pd.DataFrame:
     """Header names and every cell `clean`ed; one warning naming the cells that changed (by file line)."""
     header = [f"header {c!r}" for c in frame.columns if clean(c) != c]
+    names = [clean(c) for c in frame.columns]
+    twins = sorted({n for n in names if names.count(n) > 1})
+    if twins:
+        raise KitError(f"{path}: {len(twins)} column name(s) appear twice once spaces are removed: "
+                       f"{', '.join(map(repr, twins))}. Keep one column of each name.")
     out = frame.rename(columns=clean)
     cells = []  # (line, column position, text)
     for j, (raw, column) in enumerate(zip(frame.columns, out.columns)):
@@ -101,6 +106,8 @@ def find_column(frame: pd.DataFrame, wanted: str | None, options: Sequence[str],
     """The column named `wanted` (KitError when absent), else the first of `options` by `name_key`; else None."""
     keys = {name_key(c): c for c in reversed(list(frame.columns))}  # the first column wins a tie
     if wanted is not None:
+        if wanted in frame.columns:
+            return wanted
         if name_key(wanted) not in keys:
             raise KitError(f"{path}: no column {wanted!r} (given as the {what} column); found columns: "
                            f"{', '.join(map(str, frame.columns))}.")

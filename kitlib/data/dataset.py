@@ -25,7 +25,7 @@ from kitlib.data.columns import clean_cells
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.data.splits import holdout, stratified_folds
 from kitlib.errors import KitError
-from kitlib.files import csv_lines, read_csv_strings
+from kitlib.files import read_csv_lines
 from kitlib.runtime import pick_device
 
 ACTIONS = ("drop", "keep", "relabel")
@@ -74,8 +74,7 @@ def apply_decisions(samples: pd.DataFrame, path: str | Path, classes: list[str])
     defect), a decisions.csv (a person's choice) drops them with a warning.
     """
     path = Path(path)
-    table = read_csv_strings(path)
-    lines = csv_lines(table)
+    table, lines = read_csv_lines(path)
     table = clean_cells(table, path, lines)
     known = set(samples["sample_index"])
     suspects = "issue" in table.columns and "action" not in table.columns

@@ -24,7 +24,7 @@ import pandas as pd
 from kitlib.data.columns import (ID_COLUMNS, LABEL_COLUMNS, clean, clean_cells, find_column, find_id_column,
                                  find_label_column, name_key, unify_labels)
 from kitlib.errors import KitError
-from kitlib.files import csv_lines, read_csv_strings, read_text
+from kitlib.files import read_csv_lines, read_text
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 LABEL_FILES = ("train_labels.csv", "train.csv", "labels.csv", "trainLabels.csv")
@@ -277,8 +277,7 @@ def _header_is_a_row(frame: pd.DataFrame, lines: list[int], lookup: dict[str, Pa
 def _read_csv_layout(root: Path, train_dir: str | None, id_column: str | None,
                      label_column: str | None, scan: _Scan) -> Competition:
     labels_path = _labels_file(root)
-    frame = read_csv_strings(labels_path)
-    lines = csv_lines(frame)
+    frame, lines = read_csv_lines(labels_path)
     frame = clean_cells(frame, labels_path, lines)
     if frame.empty:
         raise KitError(f"{labels_path}: the file has no rows. Add one row per training image.")
@@ -331,8 +330,7 @@ def _read_csv_test(root: Path, train_ids: pd.Series, id_col: str, label_col: str
     if not submission.exists():
         ids = [p.name if with_extension else p.stem for p in images]
         return _table(ids, images, masks), None, id_col, label_col
-    frame = read_csv_strings(submission)
-    lines = csv_lines(frame)
+    frame, lines = read_csv_lines(submission)
     if frame.empty and images:
         raise KitError(f"{submission}: no rows, but {folder} holds {len(images)} test images. Download the "
                        "sample submission again.")
