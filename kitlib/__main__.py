@@ -59,7 +59,8 @@ def train_config(args, *, budget: bool = True):
              "lr": "lr", "augment": "augment", "image_size": "size", "decode_size": "decode_size",
              "folds": "folds", "fold": "fold", "val_fraction": "val_fraction", "seed": "seed",
              "device": "device", "precision": "precision", "weights": "weights", "schedule": "schedule",
-             "optimizer": "optimizer"}
+             "optimizer": "optimizer", "masks": "masks", "tile_scale": "tile_scale",
+             "tiles_per_image": "tiles_per_image", "aggregate": "aggregate"}
     if not budget:
         flags.pop("time_budget")
     fields.update({key: getattr(args, flag) for key, flag in flags.items()
@@ -98,7 +99,7 @@ def cmd_predict(args) -> None:
     from kitlib.predict import predict_submission
 
     written = predict_submission(args.runs, load_competition(resolve_data(args.data)), args.out,
-                                 tta=args.tta, scales=args.scales)
+                                 tta=args.tta, scales=args.scales, aggregate=args.aggregate)
     print(f"wrote {written.path} and {written.meta_path}")
 
 
@@ -136,6 +137,23 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epochs to train (or give --time-budget)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="wall-clock seconds: schedules adapt and the run ends inside them")
+    _mask_options(parser)
+
+
+def _mask_options(parser: argparse.ArgumentParser) -> None:
+    """How masks are used: the options `train`, `audit` and `all` share."""
+    parser.add_argument("--masks", choices=["auto", "ignore", "crop", "tiles", "channel"],
+                        help="how the masks beside the images are used: tiles (windows of the model's input size at "
+                        "native resolution inside the mask, predictions averaged per image), crop (each mask "
+                        "region), channel (the mask as a 4th input channel), ignore; auto (default): tiles when "
+                        "most images have a mask and are much larger than the model's input, else ignore")
+    parser.add_argument("--tile-scale", type=float, metavar="F",
+                        help="cut tiles at F times the native resolution (default 1; 0.5 for very large slides)")
+    parser.add_argument("--tiles-per-image", type=int, metavar="N",
+                        help="at most N tiles of one image per epoch and per prediction (default 32)")
+    parser.add_argument("--aggregate", choices=["mean", "coverage", "logit"],
+                        help="how tile predictions make an image's: mean probability (default), weighted by mask "
+                        "coverage, or mean log-probability")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "0: the quick audit without models (blank, duplicate, alien from thumbnails)")
     audit.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole audit")
     audit.add_argument("--epochs", type=int, help="epochs per fold model (default 10; or give --time-budget)")
+    _mask_options(audit)
     for flag, kind, text in (("--model", str, "model name (default: as train)"), ("--size", int, "model input in px"),
                              ("--decode-size", int, "decode size in px"), ("--device", str, "cuda, mps, cpu"),
                              ("--seed", int, "seeds the folds' training")):
@@ -199,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="test-time augmentation: hflip (the default when given bare), flips, none")
     predict.add_argument("--scales", type=float, nargs="+", default=[1.0],
                          help="TTA input-size factors, e.g. 0.875 1 1.125")
+    predict.add_argument("--aggregate", choices=["mean", "coverage", "logit"],
+                         help="how a tile model's tile predictions make an image's (default: as it was trained)")
     predict.set_defaults(run=cmd_predict)
 
     everything = commands.add_parser("all", help="audit, train, predict: RUN/submission.csv",
