@@ -18,20 +18,18 @@ from kitlib.errors import KitError  # noqa: E402
 
 
 def resolve_data(data: str) -> Path:
-    """A competition folder; the word 'demo' (with no such folder here) means the embedded demo."""
-    if data == "demo" and not Path(data).exists():
-        from kitlib.data.demo import demo_root
+    """A competition folder, or the demo a word names ('demo', 'demo-slides', 'demo-images'; kitlib.data.demo)."""
+    from kitlib.data.demo import resolve
 
-        return demo_root()
-    return Path(data)
+    return resolve(data)
 
 
 def cmd_demo(args) -> None:
     """`demo OUT_DIR`: write the demo competition."""
-    from kitlib.data.demo import write_demo
+    from kitlib.data.demo import write_kind
 
-    folder = write_demo(args.out_dir)
-    print(f"wrote the demo competition to {folder}")
+    folder = write_kind(args.out_dir, args.kind)
+    print(f"wrote the {args.kind} demo competition to {folder}")
     print(f"wrote its test answers to {folder.parent / 'answers.csv'} and the injected defects to "
           f"{folder.parent / 'defects.csv'} (outside the competition folder)")
 
@@ -114,7 +112,7 @@ def cmd_all(args) -> None:
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
     """The options `train` and `all` share."""
-    parser.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
+    parser.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo' ('demo-images': the digits)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs, figures")
     parser.add_argument("--model", help="model name (default: the kit's ResNet for small images); "
                         "see kitlib.models.names()")
@@ -164,17 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kitlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="write the demo competition (CSV layout) to OUT_DIR",
+    demo = commands.add_parser("demo", help="write a demo competition (CSV layout) to OUT_DIR",
                                description="Write a small competition in the CSV layout, built from "
                                "scikit-learn's handwritten digits, to OUT_DIR/competition; its test "
-                               "answers and injected defects go beside it.")
+                               "answers and planted defects go beside it. DATA 'demo' (or 'demo-slides', "
+                               "'demo-images') in the other commands uses one written into the kit's cache.")
     demo.add_argument("out_dir", metavar="OUT_DIR")
+    demo.add_argument("--kind", choices=["slides", "images"], default="slides",
+                      help="slides (default): large slides with masks, the course challenge in miniature, with "
+                      "its planted junk (cartoons sharing one mask, a stained duplicate, a blank slide); images: "
+                      "1,797 digits as 32 px images with blank, mislabeled, foreign and duplicated ones")
     demo.set_defaults(run=cmd_demo)
 
     eda = commands.add_parser("eda", help="EDA figures (PNG) for the report",
                               description="Class counts, samples per class with masks, image sizes, "
                               "per-channel statistics, train vs test brightness.")
-    eda.add_argument("data", metavar="DATA", help="competition folder, or 'demo'")
+    eda.add_argument("data", metavar="DATA", help="competition folder, or 'demo' ('demo-images': the digits)")
     eda.add_argument("--out", default="images", help="folder for the figures (default: images/)")
     eda.add_argument("--size", type=int, default=None, help="decode size in px (default: native, <= 128)")
     eda.set_defaults(run=cmd_eda)
@@ -184,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "sample out of fold, and write RUN/suspects.csv (flagged, worst first), RUN/scores.csv "
                                 "(every sample) and RUN/suspects.png. Train on the rest with --decisions "
                                 "RUN/suspects.csv.")
-    audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
+    audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo' ('demo-images': the digits)")
     audit.add_argument("--out", required=True, metavar="RUN", help="audit folder")
     audit.add_argument("--folds", dest="audit_folds", type=int, default=DEFAULT_FOLDS, metavar="K",
                        help=f"fold models (default {DEFAULT_FOLDS}): each sample is scored by the one that never trained on it; "
@@ -212,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "too), optionally with test-time augmentation, and write a submission "
                                   "validated against the sample submission, with a .json record beside it.")
     predict.add_argument("runs", nargs="+", metavar="RUN", help="run folders (their best.pt) or .pt files")
-    predict.add_argument("--data", required=True, help="competition folder, or 'demo'")
+    predict.add_argument("--data", required=True, help="competition folder, or 'demo' ('demo-images': the digits)")
     predict.add_argument("--out", required=True, metavar="SUBMISSION.csv")
     predict.add_argument("--tta", nargs="?", const="hflip", default="none",
                          help="test-time augmentation: hflip (the default when given bare), flips, none")

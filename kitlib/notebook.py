@@ -103,13 +103,13 @@ def find_competitions(base: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
 
 def _resolve_data(data: str | Path | None, where: str, smoke: bool, root: Path, drive: Path | None) -> Path:
     """The competition folder: `data`, else the demo under KIT_SMOKE, else KIT_DATA, else the only one found."""
-    from kitlib.data.demo import demo_root
+    from kitlib.data.demo import demo_root, resolve
 
     given = data
     if given is None and not smoke:
         given = os.environ.get("KIT_DATA") or None
     if given is not None:
-        path = demo_root() if str(given) == "demo" and not Path(given).exists() else Path(given).expanduser()
+        path = resolve(given)
         if not path.is_dir():
             raise KitError(f"data {str(given)!r}: no such folder. Pass the competition folder (or 'demo').")
         return path.resolve()

@@ -10,10 +10,11 @@ squashed to a model's input: a 64 px structure of a 500 px slide becomes 8 px. T
 teams that scored well cut patches at native resolution inside the mask and averaged the patch
 predictions per image; this module does that for every front-end. Two ways to cut (TileSpec.mode):
 
-- tiles: windows of `size` px (at `scale` times the native resolution) whose mask coverage is at
-  least `coverage`: a fixed grid (stride size / 2, at most `per_image` per image, spread evenly) for
-  validation and prediction, and every position inside the mask for training, drawn at random each
-  epoch (a free, label-preserving augmentation);
+- tiles: windows of `size` px (at `scale` times the native resolution) that a mask region covers at
+  least `coverage` of (a region too small for that: as much as its best window): fixed tiles for
+  validation and prediction (the best covered first, each half a tile from the others: a half-tile
+  grid on a large region; at most `per_image` per image, spread evenly), and every such position for
+  training, drawn at random each epoch (a free, label-preserving augmentation);
 - crop: each connected mask region's bounding box plus a margin, at native resolution, then fitted
   (aspect kept) into `size` x `size`: one tile per region, the largest `per_image` regions.
 
@@ -68,8 +69,8 @@ class TileSpec:
     scale: float = 1.0
     """Resolution the images are cut at, relative to native (0.5: half; for very large slides)."""
     coverage: float = 0.5
-    """Share of a window the mask must cover for the window to count (lowered per image to its best
-    window's coverage, so an image with only small regions still gets the windows around them)."""
+    """Share of a window a mask region must cover for the window to count (lowered, per region, to its
+    best window's coverage, so a small region still gets the windows around it)."""
     min_area: float = 0.05
     """Mask regions smaller than this share of a tile's area are dropped as specks."""
     per_image: int = 32
@@ -153,38 +154,64 @@ def _spread(count: int, cap: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, cap).round().astype(np.int64))
 
 
+def _region_windows(mask: np.ndarray, spec: TileSpec, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """((P, 2) int top-left corners, (P,) coverage) of the windows that count, region by region.
+
+    Each connected region of `mask` (H, W bool, at least size x size) counts windows it covers at least
+    `spec.coverage` of, or, when it is too small for that, as much as its best window: a small region
+    still gives the windows around it, and a large one next to it does not raise its bar.
+    """
+    from scipy import ndimage
+
+    t = spec.size
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    corners, covers = [], []
+    for region, box in enumerate(ndimage.find_objects(labels), start=1):
+        y0, x0 = max(0, box[0].start - t), max(0, box[1].start - t)
+        y1, x1 = min(mask.shape[0], box[0].stop + t), min(mask.shape[1], box[1].stop + t)
+        ys, xs, cover = window_coverage(labels[y0:y1, x0:x1] == region, t, step)
+        good = np.argwhere(cover >= min(spec.coverage, float(cover.max())) - 1e-9)
+        corners.append(np.stack([ys[good[:, 0]] + y0, xs[good[:, 1]] + x0], 1))
+        covers.append(cover[good[:, 0], good[:, 1]])
+    return np.concatenate(corners), np.concatenate(covers)
+
+
+def _fixed(corners: np.ndarray, covers: np.ndarray, spec: TileSpec) -> np.ndarray:
+    """Indices of the fixed tiles among the windows that count: greedily the best covered, each at least half
+    a tile from those chosen before (on a large region: a half-tile grid), then at most per_image spread evenly."""
+    half = spec.size // 2
+    order = np.lexsort((corners[:, 1], corners[:, 0], -np.round(covers, 3)))
+    free = np.ones(len(corners), bool)
+    chosen = []
+    for i in order:
+        if free[i]:
+            chosen.append(i)
+            free &= (np.abs(corners[:, 0] - corners[i, 0]) >= half) | (np.abs(corners[:, 1] - corners[i, 1]) >= half)
+    chosen = np.array(sorted(chosen, key=lambda i: (corners[i, 0], corners[i, 1])), np.int64)
+    return chosen[_spread(len(chosen), spec.per_image)]
+
+
 def _windows(pixels: np.ndarray, mask: np.ndarray | None, spec: TileSpec) -> dict:
     """Tiles of one image in 'tiles' mode: one piece (the mask's bounding box plus half a tile, or the
-    whole image), its grid tiles (y, x, coverage) and its random-window positions."""
+    whole image), its fixed tiles (y, x, coverage) and its random-window positions."""
     t = spec.size
     step = max(1, t // POSITION_STEP)
     if mask is None:  # fallback: windows anywhere in the image
         piece = _pad_to(pixels, t)
-        grid_mask = np.ones(piece.shape[:2], bool)
+        piece_mask = np.ones(piece.shape[:2], bool)
         origin = (0, 0)
     else:
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
         y0, y1 = max(0, rows[0] - t // 2), min(mask.shape[0], rows[-1] + 1 + t // 2)
         x0, x1 = max(0, cols[0] - t // 2), min(mask.shape[1], cols[-1] + 1 + t // 2)
         piece = _pad_to(pixels[y0:y1, x0:x1], t)
-        grid_mask = _pad_to(mask[y0:y1, x0:x1], t)
+        piece_mask = _pad_to(mask[y0:y1, x0:x1], t)
         origin = (y0, x0)
-    ys, xs, cover = window_coverage(grid_mask, t, step)
-    best = float(cover.max())
-    # lower the bar to the best window's coverage: small regions still give the windows around them
-    floor = min(spec.coverage, best) - 1e-9
-    good = np.argwhere(cover >= floor)  # (P, 2) indices into ys, xs
-    positions = np.stack([ys[good[:, 0]], xs[good[:, 1]]], 1).astype(np.int32)
-    # the fixed grid: every (size / 2) px, as positions on the step lattice
-    stride = max(step, (t // 2) // step * step)
-    on_grid = good[(ys[good[:, 0]] % stride == 0) & (xs[good[:, 1]] % stride == 0)]
-    if len(on_grid) == 0:  # the good windows fall between grid lines: take the best one
-        on_grid = np.argwhere(cover == cover.max())[:1]
-    chosen = on_grid[_spread(len(on_grid), spec.per_image)]
-    grid = np.stack([ys[chosen[:, 0]], xs[chosen[:, 1]]], 1).astype(np.int64)
-    coverage = cover[chosen[:, 0], chosen[:, 1]].astype(np.float32) * (mask is not None)
-    return {"pieces": [piece], "origins": [origin], "grid": [(0, int(y), int(x)) for y, x in grid],
-            "coverage": coverage, "positions": [positions]}
+    corners, covers = _region_windows(piece_mask, spec, step)
+    chosen = _fixed(corners, covers, spec)
+    coverage = covers[chosen].astype(np.float32) * (mask is not None)
+    return {"pieces": [piece], "origins": [origin], "grid": [(0, int(y), int(x)) for y, x in corners[chosen]],
+            "coverage": coverage, "positions": [np.unique(corners, axis=0).astype(np.int32)]}
 
 
 def _crops(pixels: np.ndarray, mask: np.ndarray | None, spec: TileSpec) -> dict:
