@@ -85,6 +85,19 @@ def test_images_without_a_usable_mask_fall_back_to_the_whole_image(tmp_path, mas
     assert f"1 fell back to the whole image (1 {status}): img_0.png" in capsys.readouterr().out
 
 
+def test_tiles_are_cached_per_image_and_memory_mapped_when_large(tmp_path, monkeypatch, capsys):
+    from kitlib.data import tiles as tiling
+
+    image, mask_file = _slide(tmp_path, _rectangle(40, 104, 100, 228))
+    first = build_tiles([image], [mask_file], TileSpec(size=64), progress=False)
+    assert "1 images cut" in capsys.readouterr().out
+    monkeypatch.setattr(tiling, "total_ram", lambda: 100)  # pretend the machine has 100 bytes
+    again = build_tiles([image], [mask_file], TileSpec(size=64), progress=False)
+    out = capsys.readouterr().out
+    assert "0 images cut" in out and "memory-mapped from the cache" in out
+    assert torch.equal(first.cut(torch.arange(len(first))), again.cut(torch.arange(len(again))))
+
+
 def test_a_graded_mask_is_thresholded_at_half_its_largest_value(tmp_path, capsys):
     mask = _rectangle(40, 104, 100, 228, value=200)
     mask[40:104, 100:140] = 90  # below half of 200: not part of the mask
@@ -216,3 +229,30 @@ def test_the_mask_as_a_fourth_channel(tmp_path):
     assert config["normalization"]["mask_channel"] is True
     assert main(["predict", str(run), "--data", str(root), "--out", str(tmp_path / "sub.csv"), "--tta"]) == 0
     assert len(pd.read_csv(tmp_path / "sub.csv")) == 4
+
+
+def test_the_audit_scores_each_slide_through_its_tiles(tmp_path):
+    from kitlib.audit import AuditConfig, audit
+
+    comp = load_competition(slide_competition(tmp_path / "slides", per_class=(6, 6, 6, 6), test=0))
+    config = AuditConfig(folds=2, train=TrainConfig(epochs=1, **TINY))
+    result = audit(comp, config, tmp_path / "audit")
+    assert len(result.scores) == 24 and result.oof_probs.shape == (24, 4)  # one row per slide
+    assert (result.scores["oof_loss"] > 0).all()
+    validated = pd.read_csv(tmp_path / "audit" / "folds" / "fold0" / "val.csv")
+    assert len(validated) == 12  # the fold model validated on slides, not on tiles
+
+
+def test_pretrained_models_take_tiles_at_their_weights_size(tmp_path, monkeypatch):
+    from kitlib.notebook import fake_offline_weights
+
+    monkeypatch.setenv("KIT_OFFLINE", "1")
+    fake_offline_weights("mobilenet_v3_small")  # weights made here: no download
+    comp = load_competition(slide_competition(tmp_path / "slides", per_class=(3, 3, 3, 3), test=0))
+    config = TrainConfig(model="mobilenet_v3_small", pretrained=True, masks="tiles", epochs=1, batch_size=16,
+                         progress=False, images_dir=None, tiles_per_image=2)
+    data = prepare_for(comp, config)
+    assert data.tiles.spec.size == 224 and data.tiles.cut(torch.tensor([0])).shape == (1, 3, 224, 224)
+    fit(data, config, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["image_size"] == 224 and saved["finetune"] is True

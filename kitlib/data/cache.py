@@ -299,7 +299,8 @@ def _consume(results, bar, errors) -> None:
         errors.extend(failed)
 
 
-def _total_ram() -> int:
+def total_ram() -> int:
+    """Bytes of physical memory (2**40 where the OS does not say)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume plenty
@@ -314,7 +315,7 @@ def _load(folder: Path) -> Decoded:
         if name == "masks" and not file.exists():
             arrays.append(None)
             continue
-        nbytes, big = file.stat().st_size, file.stat().st_size > _total_ram() // 2
+        nbytes, big = file.stat().st_size, file.stat().st_size > total_ram() // 2
         # copy-on-write mapping: torch gets a writable array, nothing is ever written back
         array = np.load(file, mmap_mode="c") if big else np.load(file)
         arrays.append(torch.from_numpy(array))

@@ -42,13 +42,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from kitlib.data.cache import files_key, to_mask, to_rgb
+from kitlib.data.cache import files_key, to_mask, to_rgb, total_ram
 from kitlib.data.images import open_image, oriented_size, upright
 from kitlib.errors import KitError
 from kitlib.runtime import cache_dir, cpu_count
 
 MODES = ("tiles", "crop")
-TILES_VERSION = 1  # bump when cutting changes, so old cached tiles are not reused
+TILES_VERSION = 2  # bump when cutting changes, so old cached tiles are not reused
 STATUSES = ("mask", "no mask", "empty mask", "full mask")
 """Per image: tiles inside its mask; or a fallback to the whole image (no mask file, nothing left of
 the mask after dropping specks, or a mask covering the whole image)."""
@@ -293,29 +293,36 @@ def cut_image(image_path: str, mask_path: str | None, spec: TileSpec) -> dict:
 # --------------------------------------------------------------------------------------------- many images, cached
 
 def _entry_file(image_path: str, mask_path: str | None, spec: TileSpec) -> Path:
+    """The cache file of one image's tile index (its pixels beside it, same name, .npy)."""
     key = files_key([image_path, mask_path], [TILES_VERSION, spec.to_dict()])
     return cache_dir("tiles") / key[:2] / f"{key}.npz"
 
 
 def _save_entry(path: Path, cut: dict) -> None:
-    """One image's tiles as an uncompressed .npz, written to a temporary name and renamed."""
+    """One image's tiles: the pixels of its pieces as a flat .npy, the index as an uncompressed .npz beside
+    it; each written to a temporary name and renamed (the index last: it marks the entry complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     shapes = np.array([p.shape[:2] for p in cut["pieces"]], np.int64).reshape(-1, 2)
     positions = [p.reshape(-1, 2) for p in cut["positions"]]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, pixels=np.concatenate([p.reshape(-1) for p in cut["pieces"]]), shapes=shapes,
-                 origins=np.array(cut["origins"], np.int64).reshape(-1, 2),
-                 grid=np.array(cut["grid"], np.int64).reshape(-1, 3), coverage=cut["coverage"],
-                 positions=np.concatenate(positions), counts=np.array([len(p) for p in positions], np.int64),
-                 status=np.array(STATUSES.index(cut["status"])), graded=np.array(cut["graded"]),
-                 size=np.array(cut["size"], np.int64))
-    os.replace(tmp, path)
+    for target, write in ((path.with_suffix(".npy"), lambda f: np.save(f, np.concatenate(
+            [p.reshape(-1) for p in cut["pieces"]]))),
+                          (path, lambda f: np.savez(
+            f, shapes=shapes, origins=np.array(cut["origins"], np.int64).reshape(-1, 2),
+            grid=np.array(cut["grid"], np.int64).reshape(-1, 3), coverage=cut["coverage"],
+            positions=np.concatenate(positions), counts=np.array([len(p) for p in positions], np.int64),
+            status=np.array(STATUSES.index(cut["status"])), graded=np.array(cut["graded"]),
+            size=np.array(cut["size"], np.int64)))):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
 
 
-def _load_entry(path: Path) -> dict:
+def _load_entry(path: Path, mapped: bool = False) -> dict:
+    """One image's tiles from the cache; `mapped`: its pixels memory-mapped (copy-on-write), not read."""
+    flat = np.load(path.with_suffix(".npy"), mmap_mode="c" if mapped else None)
     with np.load(path) as z:
-        shapes, flat = z["shapes"], z["pixels"]
+        shapes = z["shapes"]
         ends = np.cumsum([h * w * 3 for h, w in shapes])
         pieces = [torch.from_numpy(part.reshape(h, w, 3)) for part, (h, w) in
                   zip(np.split(flat, ends[:-1]), shapes)]
@@ -434,7 +441,11 @@ def build_tiles(images: Sequence[str | Path], masks: Sequence[str | Path | None]
     todo = [i for i, (im, m) in enumerate(zip(images, masks)) if not _entry_file(im, m, spec).exists()]
     if todo:
         _cut_all(images, masks, spec, todo, workers or cpu_count(), progress)
-    entries = [_load_entry(_entry_file(im, m, spec)) for im, m in zip(images, masks)]
+    files = [_entry_file(im, m, spec) for im, m in zip(images, masks)]
+    mapped = sum(f.with_suffix(".npy").stat().st_size for f in files) > total_ram() // 2
+    entries = [_load_entry(f, mapped) for f in files]
+    if mapped:
+        print("tiles: memory-mapped from the cache (their pixels are over half the RAM)")
     tiles = _assemble(entries, spec, images)
     graded = sum(e["graded"] for e in entries)
     _report(tiles, graded, len(todo), time.perf_counter() - started)
