@@ -52,6 +52,9 @@ TILES_VERSION = 2  # bump when cutting changes, so old cached tiles are not reus
 STATUSES = ("mask", "no mask", "empty mask", "full mask")
 """Per image: tiles inside its mask; or a fallback to the whole image (no mask file, nothing left of
 the mask after dropping specks, or a mask covering the whole image)."""
+GREEDY_LIMIT = 20_000
+"""Above this many candidate windows (a large slide), the fixed tiles are chosen among the best window of
+each half-tile cell, not among all: the greedy choice costs candidates x chosen."""
 POSITION_STEP = 8
 """Random training windows start on a lattice of size / POSITION_STEP px (8 px for 64 px tiles; the
 augmentation's own shifts fill in between): fine enough to look continuous, coarse enough to keep a
@@ -179,7 +182,14 @@ def _region_windows(mask: np.ndarray, spec: TileSpec, step: int) -> tuple[np.nda
 def _fixed(corners: np.ndarray, covers: np.ndarray, spec: TileSpec) -> np.ndarray:
     """Indices of the fixed tiles among the windows that count: greedily the best covered, each at least half
     a tile from those chosen before (on a large region: a half-tile grid), then at most per_image spread evenly."""
-    half = spec.size // 2
+    half = max(1, spec.size // 2)
+    index = np.arange(len(corners))
+    if len(corners) > GREEDY_LIMIT:  # a large slide: first the best window of each half-tile cell
+        cells = corners // half
+        key = cells[:, 0] * (int(cells[:, 1].max()) + 1) + cells[:, 1]
+        order = np.lexsort((corners[:, 1], corners[:, 0], -np.round(covers, 3), key))
+        index = order[np.r_[True, key[order][1:] != key[order][:-1]]]
+        corners, covers = corners[index], covers[index]
     order = np.lexsort((corners[:, 1], corners[:, 0], -np.round(covers, 3)))
     free = np.ones(len(corners), bool)
     chosen = []
@@ -188,7 +198,7 @@ def _fixed(corners: np.ndarray, covers: np.ndarray, spec: TileSpec) -> np.ndarra
             chosen.append(i)
             free &= (np.abs(corners[:, 0] - corners[i, 0]) >= half) | (np.abs(corners[:, 1] - corners[i, 1]) >= half)
     chosen = np.array(sorted(chosen, key=lambda i: (corners[i, 0], corners[i, 1])), np.int64)
-    return chosen[_spread(len(chosen), spec.per_image)]
+    return index[chosen[_spread(len(chosen), spec.per_image)]]
 
 
 def _windows(pixels: np.ndarray, mask: np.ndarray | None, spec: TileSpec) -> dict:
