@@ -83,8 +83,7 @@ def sample_features_and_probs(fold: FoldModel, data: TrainingData, rows: torch.T
         images = data.images if data.mask_mode != "channel" else torch.cat([data.images, data.masks], 1)
         return features_and_probs(fold, images, rows, batch_size=batch_size)
     tiles = data.tiles
-    tile_rows = tiles.tiles_of(rows)
-    owner = torch.repeat_interleave(torch.arange(len(rows)), tiles.counts()[rows])
+    tile_rows, owner = tiles.owned(rows)
     feats, probs = [], []
     for start in range(0, len(tile_rows), batch_size):
         f, p = features_and_probs(fold, tiles.cut(tile_rows[start:start + batch_size]), torch.arange(

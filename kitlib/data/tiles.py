@@ -405,6 +405,12 @@ class Tiles:
         offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
         return starts + offsets
 
+    def owned(self, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, owner): the fixed-tile rows of `samples` (as tiles_of) and, for each, its image's position in
+        `samples` (0..len(samples)-1): what aggregate() needs to make per-image predictions of them."""
+        samples = torch.as_tensor(samples, dtype=torch.int64)
+        return self.tiles_of(samples), torch.repeat_interleave(torch.arange(len(samples)), self.counts()[samples])
+
     def cut(self, rows: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, T) uint8: the fixed tiles `rows`."""
         t = self.spec.size

@@ -115,8 +115,7 @@ def validation_probs(t: Trainer, model: torch.nn.Module, samples: torch.Tensor) 
     tiles = t.data.tiles
     if tiles is None:
         return probs
-    rows = tiles.tiles_of(samples)
-    owner = torch.repeat_interleave(torch.arange(len(samples)), tiles.counts()[samples])
+    rows, owner = tiles.owned(samples)
     return aggregate(probs, owner, len(samples), t.config.aggregate, tiles.coverage[rows])
 
 

@@ -179,7 +179,7 @@ def train_batch(t: Trainer, rows: torch.Tensor, step: int) -> tuple[torch.Tensor
 
 def eval_batches(t: Trainer, samples: torch.Tensor, batch_size: int):
     """uint8 batches for the eval transform, in order: the samples' images (with the mask as channel 3 when
-    the model sees it), or their fixed tiles (see eval_owners)."""
+    the model sees it), or their fixed tiles, image by image (Tiles.owned says whose)."""
     data = t.data
     if data.tiles is not None:
         rows = data.tiles.tiles_of(samples)
