@@ -34,6 +34,7 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from bench.common import machine, median, table, unpacked
+from kitlib.data.demo import free_spot, tissue
 from kitlib.files import write_csv
 from kitlib.metrics import random_baseline_f1
 
@@ -42,36 +43,12 @@ SHARES = [0.30, 0.25, 0.20, 0.15, 0.10]
 OBJECT = 64  # Tiny ImageNet's native size, pasted as is
 
 
-def tissue(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(h, w, 3) uint8: pink stroma with low-frequency blotches, fine grain and purple nuclei."""
-    low = rng.normal(0, 1, (h // 40 + 2, w // 40 + 2, 3))
-    low = np.asarray(Image.fromarray(((low - low.min()) / np.ptp(low) * 255).astype(np.uint8)).resize(
-        (w, h), Image.BICUBIC), np.float32) / 255 - 0.5
-    base = np.array([226, 168, 198], np.float32) + low * np.array([40, 50, 35]) + rng.normal(0, 7, (h, w, 3))
-    count = h * w // 180
-    ys, xs = rng.integers(0, h, count), rng.integers(0, w, count)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            base[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)] = (118, 62, 150)
-    return np.clip(base, 0, 255).astype(np.uint8)
-
-
-def _free_spot(h: int, w: int, taken: list, rng: np.random.Generator, margin: int = 14):
-    """A top-left corner for a 64 px object that keeps `margin` px away from the boxes in `taken`."""
-    for _ in range(200):
-        y, x = int(rng.integers(margin, h - OBJECT - margin)), int(rng.integers(margin, w - OBJECT - margin))
-        if all(y + OBJECT + margin <= a or a + OBJECT + margin <= y or x + OBJECT + margin <= b
-               or b + OBJECT + margin <= x for a, b in taken):
-            return y, x
-    return None
-
-
 def slide(label: int, pools: list[list[Path]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One slide of class `label`: its objects inside the mask, distractors of other classes outside."""
     h, w = (int(v) for v in rng.integers(320, 513, 2))
     pixels, mask, taken = tissue(h, w, rng), np.zeros((h, w), np.uint8), []
     for kind in [label] * int(rng.integers(1, 4)) + [None] * int(rng.integers(1, 4)):
-        spot = _free_spot(h, w, taken, rng)
+        spot = free_spot(h, w, OBJECT, taken, rng, margin=14)
         if spot is None:
             continue
         taken.append(spot)

@@ -153,13 +153,16 @@ def plot_curves(run_dir: str | Path, *, title: str, images_dir: str | Path | Non
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shared x: both rows get whole epochs
     fig.suptitle(title)
-    path = save_figure(fig, run_dir / rundir.CURVES)
-    paths = [path]
-    if images_dir is not None:
-        copy = Path(images_dir) / f"{run_dir.resolve().name}_curves.png"
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        paths.append(Path(shutil.copyfile(path, copy)))
-    return paths
+    return _with_copy(save_figure(fig, run_dir / rundir.CURVES), images_dir)
+
+
+def _with_copy(path: Path, images_dir: str | Path | None) -> list[Path]:
+    """[RUN/<figure>.png] and, unless `images_dir` is None, its copy <images_dir>/<run name>_<figure>.png."""
+    if images_dir is None:
+        return [path]
+    copy = Path(images_dir) / f"{path.parent.resolve().name}_{path.name}"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    return [path, Path(shutil.copyfile(path, copy))]
 
 
 def plot_tile_votes(tiles, samples, tile_probs, classes: Sequence[str], truth: Sequence[int], path: str | Path, *,
@@ -168,8 +171,8 @@ def plot_tile_votes(tiles, samples, tile_probs, classes: Sequence[str], truth: S
 
     `tiles`: kitlib.data.tiles.Tiles; `samples`: (n,) image rows to draw (at most 4 fit one figure);
     `tile_probs`: (M', K) probabilities of their fixed tiles, image by image (Tiles.tiles_of order);
-    `truth`: (n,) true class indices. Saved at `path` and, unless `images_dir` is None, as
-    <images_dir>/<run name>_tile_votes.png.
+    `truth`: (n,) true class indices. Saved at `path` (RUN/tile_votes.png) and, unless `images_dir` is
+    None, as <images_dir>/<run name>_tile_votes.png.
     """
     import matplotlib.colors as mcolors
     import matplotlib.patches as patches
@@ -207,13 +210,7 @@ def plot_tile_votes(tiles, samples, tile_probs, classes: Sequence[str], truth: S
     fig.legend(handles=[patches.Patch(color=colour[k], label=shorten(c, 24)) for k, c in enumerate(classes)],
                loc="outside lower center", ncol=min(len(classes), 5), fontsize=8)
     fig.suptitle(title or "Tiles coloured by the class they voted for")
-    path = save_figure(fig, path)
-    paths = [path]
-    if images_dir is not None:
-        copy = Path(images_dir) / f"{path.parent.resolve().name}_tile_votes.png"
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        paths.append(Path(shutil.copyfile(path, copy)))
-    return paths
+    return _with_copy(save_figure(fig, path), images_dir)
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
