@@ -113,7 +113,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     try:
         spec = checkpoint["model"]
         # pretrained=False: the checkpoint holds every weight, no download or weights file is needed
-        model = models.create(spec["name"], spec["num_classes"], norm=spec["norm"], **spec["options"])
+        model = models.create(spec["name"], spec["num_classes"], norm=spec["norm"],
+                              in_channels=spec.get("in_channels", 3), **spec["options"])
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError) as error:  # a kit checkpoint edited or damaged by hand
         raise KitError(f"{path}: a kit checkpoint whose model cannot be rebuilt ({type(error).__name__}: "
