@@ -22,7 +22,7 @@ from PIL import Image
 from builders import csv_competition, imagefolder_competition, png, snapshot, tinyimagenet_competition, write_csv
 from kitlib import metrics
 from kitlib.__main__ import build_parser, main
-from kitlib.data import cache, eda, load_competition
+from kitlib.data import cache, eda, load_competition, tiles
 from kitlib.data.dataset import apply_decisions
 from kitlib.errors import KitError
 from kitlib.files import file_kind, read_csv_strings
@@ -358,6 +358,8 @@ def test_a_mask_beside_a_sideways_photo_lies_on_it(tmp_path, drawn_on):
     assert tuple(decoded.images.shape) == (1, 3, 48, 32) and tuple(decoded.masks.shape) == (1, 1, 48, 32)
     bright, masked = decoded.images[0, 0].numpy() > 128, decoded.masks[0, 0].numpy() > 128
     assert masked.sum() == 64 and (bright & masked).sum() >= 60  # the mask covers the marker
+    pixels, mask, _ = tiles._read(str(image), str(tmp_path / "mask_0.png"), tiles.TileSpec(size=8))  # tiles alike
+    assert pixels.shape == (48, 32, 3) and mask.shape == (48, 32) and (mask & (pixels[..., 0] > 128)).sum() >= 60
 
 
 # --------------------------------------------------------------------------------------------- 5. rare classes
