@@ -6,7 +6,8 @@
 
 The issues, each scored in [0, 1] (higher = more certain; a sample is flagged at 0.5 or more):
 - blank: one flat colour (an empty scan, a lens cap): pixel standard deviation near zero;
-- shared_mask: one of several images carrying the same mask (kitlib.audit.masks), every member flagged;
+- shared_mask: one of three or more images carrying the same mask (kitlib.audit.masks), every member
+  flagged (two images with one mask are a copy: a duplicate or a conflict);
 - alien: an image from outside the task (a cartoon, a drawing, a screenshot, a photo among slides):
   far from the bulk in how it is drawn (kitlib.audit.foreign) or far from the other images in its
   thumbnail (and in the fold models' features);
@@ -44,7 +45,7 @@ from kitlib.audit.duplicates import near_pairs
 from kitlib.audit.foreign import foreign_z, statistics_z
 from kitlib.audit.grid import plot_suspects
 from kitlib.audit.labels import RARE_CLASS, label_issues
-from kitlib.audit.masks import mask_checks, shared_with
+from kitlib.audit.masks import mask_checks, mask_hashes, shared_with
 from kitlib.audit.oof import out_of_fold
 from kitlib.audit.pixels import (blank_issue, blank_scores, difference_hashes, duplicate_issue, pixel_z)
 from kitlib.data.cache import decode_table
@@ -55,6 +56,8 @@ from kitlib.files import write_table
 from kitlib.train.loss import probability_losses
 
 SCORE_COLUMNS = ["blank", "shared_mask", "alien", "conflict", "duplicate", "mislabeled"]
+MASK_PAIR_SCORE = 0.75
+"""Score of two images that carry one mask (and nothing else does): a copy, whatever its pixels say."""
 
 
 @dataclass
@@ -107,9 +110,22 @@ def score_table(data: TrainingData, probs: np.ndarray | None, feature_z: np.ndar
     mislabeled = np.where(rare, 0.0, mislabeled)
     flagged &= ~rare
 
+    masks = mask_checks(data.masks, has_mask)
+    pairs = _pairs(data, blank, config)
+    paired = {frozenset(pair[:2]) for pair in pairs}
+    shared, group = np.zeros(n), [""] * n
+    for g in np.unique(masks["group"][masks["group"] >= 0]):
+        rows = np.flatnonzero(masks["group"] == g)
+        if len(rows) == 2:  # two images, one mask: one slide filed twice (a copy keeps its mask)
+            if frozenset(rows.tolist()) not in paired:
+                pairs.append((int(rows[0]), int(rows[1]), MASK_PAIR_SCORE))
+            continue
+        shared[rows] = 1.0
+        for r in rows:
+            group[r] = ids[rows[0]]
     duplicate, conflict = np.zeros(n), np.zeros(n)
     twin = [""] * n
-    for a, b, score in _pairs(data, blank, config):
+    for a, b, score in pairs:
         if probs is not None and targets[a] != targets[b]:  # the side its fold model believes less
             wrong = b if probs[b, targets[b]] <= probs[a, targets[a]] else a
         else:  # the more atypical copy (a stain, an ink mark), the later id on a tie
@@ -117,15 +133,6 @@ def score_table(data: TrainingData, probs: np.ndarray | None, feature_z: np.ndar
         right = a + b - wrong
         (conflict if targets[a] != targets[b] else duplicate)[wrong] = score
         twin[wrong], twin[right] = ids[right], twin[right] or ids[wrong]
-    masks = mask_checks(data.masks, has_mask)
-    shared, group = np.zeros(n), [""] * n
-    for g in np.unique(masks["group"][masks["group"] >= 0]):
-        rows = np.flatnonzero(masks["group"] == g)
-        if len(rows) == 2 and (ids[rows[1]] == twin[rows[0]] or ids[rows[0]] == twin[rows[1]]):  # two copies: a duplicate
-            continue
-        shared[rows] = 1.0
-        for r in rows:
-            group[r] = ids[rows[0]]
     table = pd.DataFrame({
         "sample_index": ids, "given_label": [data.classes[t] for t in targets],
         "blank": blank, "shared_mask": shared, "alien": alien, "conflict": conflict, "duplicate": duplicate,
@@ -168,8 +175,8 @@ def train_checks(scores: pd.DataFrame) -> list[list]:
 def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFrame, config: AuditConfig) -> list[list]:
     """checks.csv rows of the test set: empty, full and shared masks (also one of a training group's), and leaks.
 
-    A leak is a test image that is a copy (exact or near, as kitlib.audit.duplicates finds them) of a
-    training image; `twin` names the training image.
+    A leak is a test image that is a copy of a training image: exact, near (as kitlib.audit.duplicates
+    finds them) or carrying the same mask as that one training image; `twin` names the training image.
     """
     test = competition.test
     if not len(test):
@@ -178,6 +185,7 @@ def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFra
     ids = list(test["sample_index"])
     rows = []
     has_mask = test["mask"].notna().to_numpy()
+    mask_twin: dict[int, int] = {}  # test row -> the one training image with the same mask: a copy
     if decoded.masks is not None:
         checks = mask_checks(decoded.masks, has_mask)
         train_group = np.full(len(data.ids), -1, np.int64)
@@ -185,7 +193,14 @@ def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFra
         for g, name in enumerate(dict.fromkeys(scores.loc[scores["group"] != "", "group"])):
             train_group[(scores["group"] == name).to_numpy()] = g
             first_of[g] = name
-        known = shared_with(decoded.masks, data.masks, train_group) if data.masks is not None else np.full(len(ids), -1)
+        known = np.full(len(ids), -1)
+        if data.masks is not None:
+            known = shared_with(decoded.masks, data.masks, train_group)
+            plain = ~(scores["empty_mask"] | scores["full_mask"]).to_numpy() & (data.masks.flatten(1) != 0).any(1).numpy()
+            single = {h: r for r, h in enumerate(mask_hashes(data.masks)) if plain[r] and train_group[r] < 0}
+            for r, h in enumerate(mask_hashes(decoded.masks)):
+                if has_mask[r] and not checks["empty"][r] and not checks["full"][r] and h in single:
+                    mask_twin[r] = single[h]
         for r, name in enumerate(ids):
             for check in ("empty", "full"):
                 if checks[check][r]:
@@ -215,6 +230,10 @@ def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFra
                               skip_query=blank_test | np.isin(np.arange(len(ids)), list(leaked)),
                               skip_reference=blank_train):
         rows.append(["test", ids[q], "leak", round(0.5 + d / 2, 4), data.ids[t], ""])
+        leaked.add(q)
+    for r, t in mask_twin.items():
+        if r not in leaked:
+            rows.append(["test", ids[r], "leak", MASK_PAIR_SCORE, data.ids[t], ""])
     return rows
 
 
