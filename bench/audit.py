@@ -5,8 +5,9 @@
 
 `labels`: the confident-learning paper's CIFAR-10 benchmark (../shared/data/cl-cifar10-noisy: out-of-fold
 ResNet-50 probabilities, 4 sparsities x 3 noise rates); precision, recall and F1 of cleanlab's default
-filter (`find_label_issues`, prune_by_noise_rate), its confident_learning filter, the kit's choice
-(`kitlib.audit.label_issues`), the kit's former margin rule, and the same number of highest losses.
+filter (`find_label_issues`, prune_by_noise_rate), its confident_learning filter, cleanlab's noise model
+read as a posterior, the kit's choice (`kitlib.audit.label_issues`: that filter or that posterior), the
+kit's former margin rule, and the same number of highest losses.
 
 `rehearsal`: a slide-like course-layout competition written from CIFAR-10 (../shared/data): each
 image a 64 px tissue-like canvas with a CIFAR-10 object pasted at its native 32 px and a mask around
@@ -65,11 +66,11 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 
 def labels_benchmark() -> None:
     """Print the confident-learning benchmark table (README: Results)."""
-    from kitlib.audit.labels import cleanlab_issues, label_issues, margin_issues
+    from kitlib.audit.labels import cleanlab_issues, label_issues, label_posterior, margin_issues
 
     root = unpacked("cl-cifar10-noisy.tar.gz") / "cl-cifar10-noisy"
-    methods = ["cleanlab default (prune_by_noise_rate)", "cleanlab confident_learning", "kit (noise-model posterior)",
-               "kit former (margin 0.5)", "top-k losses (k = kit's count)"]
+    methods = ["cleanlab default (prune_by_noise_rate)", "cleanlab confident_learning", "noise-model posterior alone",
+               "kit: confident_learning or posterior", "kit former (margin 0.5)", "top-k losses (k = kit's count)"]
     results = {m: [] for m in methods}
     rows = []
     for s, n in SETTINGS:
@@ -79,7 +80,8 @@ def labels_benchmark() -> None:
         loss = -np.log(probs[np.arange(len(given)), given] + 1e-12)
         top = np.zeros(len(given), bool)
         top[np.argsort(-loss, kind="stable")[:int(kit.sum())]] = True
-        flags = [cleanlab_issues(probs, given), cleanlab_issues(probs, given, "confident_learning"), kit,
+        posterior = label_posterior(probs, given)[np.arange(len(given)), given] < 0.5
+        flags = [cleanlab_issues(probs, given), cleanlab_issues(probs, given, "confident_learning"), posterior, kit,
                  margin_issues(probs, given)[0], top]
         row = [s, n, f"{wrong.mean():.3f}"]
         for m, f in zip(methods, flags):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from kitlib.errors import KitError
 from kitlib.train.config import TrainConfig
 
-ISSUES = ("blank", "shared_mask", "alien", "conflict", "duplicate", "mislabeled")
+ISSUES = ("blank", "shared_mask", "conflict", "duplicate", "alien", "mislabeled")
 """The issues of suspects.csv; a sample flagged twice is listed under the first."""
 SUSPECT_COLUMNS = ["sample_index", "issue", "score", "given_label", "suggested_label", "twin", "group"]
 """suspects.csv: DESIGN.md's five fixed columns, then the other copy of a duplicate or conflict

@@ -275,6 +275,7 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
         rows = train_checks(scores)
         if competition is not None and config.test:
             rows += test_checks(competition, data, scores, config)
+        rows.sort(key=lambda row: (row[0] != "train", row[1], row[2]))  # train first, then by id
         checks = pd.DataFrame(rows, columns=CHECK_COLUMNS)
         bar.update(1)
     scores = scores.drop(columns=["mislabeled_flag"])  # suspects.csv says which were flagged
