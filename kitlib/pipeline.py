@@ -64,8 +64,9 @@ class AllConfig:
     given labels out of fold: weaker models call hard samples mislabeled (on the demo, 2-epoch fold models
     agree with 83 % of the labels and flag 145 samples; the demo has 30 flipped labels)."""
     full_audit_from: float = 1200.0
-    """audit='auto' runs the full audit from this budget (seconds) up: on shorter CPU budgets dropping its
-    suspects measured no gain (README: Results)."""
+    """audit='auto' runs the full audit from this budget (seconds) up, the quick one below: on shorter CPU
+    budgets fold models are too weak to find wrong labels and cost the final model a quarter of its time
+    (README: Results)."""
     predict_share: float = 0.1
     """Share of the budget kept for predicting the test set (plus its decoding, estimated from the
     training set's)."""
