@@ -13,7 +13,8 @@ The issues, each scored in [0, 1] (higher = more certain; a sample is flagged at
   thumbnail (and in the fold models' features);
 - conflict: one of two copies of a picture (exact, or under a stain, an ink mark, a crop, a flip:
   kitlib.audit.duplicates) filed under different labels: the likelier wrong one is flagged (lower
-  out-of-fold probability of its label; without models, the more atypical, stained copy);
+  out-of-fold probability of its label, when the fold models are good enough (`trust_probs`); else
+  the more atypical, stained copy);
 - duplicate: one of two copies filed under one label: the later id of an exact copy, the more
   atypical of a near one; `twin` names the other, which is kept;
 - mislabeled: cleanlab's confident learning read as a noise model (kitlib.audit.labels) on the
@@ -125,8 +126,9 @@ def score_table(data: TrainingData, probs: np.ndarray | None, feature_z: np.ndar
             group[r] = ids[rows[0]]
     duplicate, conflict = np.zeros(n), np.zeros(n)
     twin = [""] * n
+    trusted = probs is not None and float((probs.argmax(axis=1) == targets).mean()) >= config.trust_probs
     for a, b, score in pairs:
-        if probs is not None and targets[a] != targets[b]:  # the side its fold model believes less
+        if trusted and targets[a] != targets[b]:  # the side its fold model believes less
             wrong = b if probs[b, targets[b]] <= probs[a, targets[a]] else a
         else:  # the more atypical copy (a stain, an ink mark), the later id on a tie
             wrong = b if stats_z[b] >= stats_z[a] - 1e-9 else a
