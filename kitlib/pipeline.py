@@ -62,7 +62,7 @@ class AllConfig:
     trust_accuracy: float = 0.9
     """Mislabeled suspects are dropped only when the fold models agree with at least this share of the
     given labels out of fold: weaker models call hard samples mislabeled (on the demo, 2-epoch fold models
-    agree with 83 % of the labels and flag 145 samples; the demo has 30 flipped labels)."""
+    agree with 83 % of the labels and list over a hundred suspects; the demo has 30 flipped labels)."""
     full_audit_from: float | None = None
     """audit='auto' runs the full audit from this budget (seconds) up, the quick one below; None: the full
     audit only without a budget. On a 2-core CPU at 1,200 s the full audit's fold models agreed with 29 %
