@@ -76,7 +76,7 @@ def test_all_audits_first(demo_root, tmp_path, capsys, monkeypatch):
     # images, and 3 pairs of look-alike digits as near-duplicates (one of each dropped)
     assert main(["all", str(demo_root), "--out", str(tmp_path / "short"), "--time-budget", "20"]) == 0
     out = capsys.readouterr().out
-    assert ("audit: 18 suspects of 1497 samples (8 blank, 0 shared_mask, 4 alien, 0 conflict, 6 duplicate, "
+    assert ("audit: 18 suspects of 1497 samples (8 blank, 0 shared_mask, 0 conflict, 6 duplicate, 4 alien, "
             "0 mislabeled)") in out
     assert "dropped.csv: dropped 18, relabelled 0 of 1497 samples" in out
     assert not (tmp_path / "short" / "folds").exists()
