@@ -17,8 +17,8 @@ The issues, each scored in [0, 1] (higher = more certain; a sample is flagged at
   the more atypical, stained copy);
 - duplicate: one of two copies filed under one label: the later id of an exact copy, the more
   atypical of a near one; `twin` names the other, which is kept;
-- mislabeled: cleanlab's confident learning read as a noise model (kitlib.audit.labels) on the
-  out-of-fold probabilities.
+- mislabeled: cleanlab's confident_learning filter, or its noise model read as a posterior
+  (kitlib.audit.labels), on the out-of-fold probabilities.
 Samples of classes with fewer than labels.RARE_CLASS samples are never alien nor mislabeled: rarity
 alone never makes a suspect. Empty and full masks, and on the test set shared masks and train/test
 duplicates (leaks), go to RUN/checks.csv: reported, never dropped.
@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from kitlib import rundir
@@ -48,7 +47,7 @@ from kitlib.audit.grid import plot_suspects
 from kitlib.audit.labels import RARE_CLASS, label_issues
 from kitlib.audit.masks import mask_checks, mask_hashes, shared_with
 from kitlib.audit.oof import out_of_fold
-from kitlib.audit.pixels import (blank_issue, blank_scores, difference_hashes, duplicate_issue, pixel_z)
+from kitlib.audit.pixels import blank_issue, blank_scores, difference_hashes, duplicate_issue, pixel_z
 from kitlib.data.cache import decode_table
 from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.layouts import Competition, load_competition
