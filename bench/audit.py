@@ -1,7 +1,7 @@
 """Does the audit find what real challenges plant, and does it pay for its time inside `all`?
 
     python -m bench.audit labels                       # the confident-learning benchmark: seconds, no training
-    python -m bench.audit rehearsal [--budgets 300 1200] [--per-class 300]
+    python -m bench.audit rehearsal [--budgets 300 1200] [--per-class 300] [--modes none auto full]
 
 `labels`: the confident-learning paper's CIFAR-10 benchmark (../shared/data/cl-cifar10-noisy: out-of-fold
 ResNet-50 probabilities, 4 sparsities x 3 noise rates); precision, recall and F1 of cleanlab's default
@@ -16,8 +16,8 @@ data had them: flipped labels, blank images, foreign images (photos of another d
 ImageNet, drawings, screenshots, handwritten digits), cartoons that all carry one and the same mask
 file, and stained duplicates (a green stain or an ink mark, maybe a small crop or a flip) filed
 under another label (and a few under the same); in the test set, a few copies of training images.
-Then, interleaved in one process group, `python -m kitlib all COMP --time-budget B` with the audit
-(`--audit auto`) and without (`--audit none`) for each budget. Reported: test macro-F1 of each, and
+Then, interleaved in one process group, `python -m kitlib all COMP --time-budget B --audit MODE` for
+each budget and mode (default: none and auto; auto is the quick audit under a time budget). Reported: test macro-F1 of each, and
 per planted kind the audit's precision, recall and F1, beside cleanlab's Datalab given the same
 out-of-fold probabilities and features (the full audit's RUN/oof.npz) or, for the quick audit
 (no models), its 8x8 thumbnails.
@@ -272,7 +272,7 @@ def _row(name: str, counts: tuple[int, int, int] | None) -> list[str]:
     return [name, f"{flagged} ({right} right)", f"{p:.2f}", f"{r:.2f}", f"{2 * p * r / max(p + r, 1e-12):.2f}"]
 
 
-def rehearsal(budgets: list[float], per_class: int, keep: Path | None) -> None:
+def rehearsal(budgets: list[float], per_class: int, keep: Path | None, modes: list[str]) -> None:
     """Build the rehearsal, run `all` with and without the audit at each budget, print the tables."""
     with tempfile.TemporaryDirectory() as tmp:
         root = keep or Path(tmp)
@@ -282,16 +282,16 @@ def rehearsal(budgets: list[float], per_class: int, keep: Path | None) -> None:
               + ", ".join(f"{k} {v}" for k, v in planted["defect"].value_counts().items()), flush=True)
         scores = []
         for budget in budgets:
-            for audit in ("none", "auto"):
+            for audit in modes:
                 f1 = run_all(comp, root / f"{audit}{budget:.0f}", budget, audit)
                 scores.append([f"{budget:.0f}", audit, f"{f1:.1f}"])
                 print(f"all --time-budget {budget:.0f} --audit {audit}: test macro-F1 {f1:.1f}", flush=True)
         print(table(["--time-budget", "--audit", "test macro-F1 (%)"], scores))
         kinds = ["blank", "foreign+cartoon", "foreign", "cartoon", "stained", "leak", "mislabeled"]
-        for budget in budgets:
-            run = root / f"auto{budget:.0f}"
+        for budget, mode in ((b, m) for b in budgets for m in modes if m != "none"):
+            run = root / f"{mode}{budget:.0f}"
             kit, lab = kind_rows(audit_found(run), planted), kind_rows(datalab_found(run, comp), planted)
-            print(f"\n`all --time-budget {budget:.0f}`: the kit's audit | cleanlab Datalab on the same inputs")
+            print(f"\n`all --time-budget {budget:.0f} --audit {mode}`: the kit's audit | cleanlab Datalab on the same inputs")
             rows = []
             for kind in kinds:
                 rows.append(_row(kind, kit.get(kind)) + _row("", lab.get(kind))[1:])
@@ -315,12 +315,14 @@ def main() -> None:
     rehearse.add_argument("--budgets", type=float, nargs="+", default=[300, 1200], help="seconds of each `all`")
     rehearse.add_argument("--per-class", type=int, default=300)
     rehearse.add_argument("--keep", type=Path, help="build and run in this folder (kept) instead of a temporary one")
+    rehearse.add_argument("--modes", nargs="+", default=["none", "auto"], choices=["none", "auto", "quick", "full"],
+                          help="--audit modes of `all` to compare")
     args = parser.parse_args()
     print(machine())
     if args.command == "labels":
         labels_benchmark()
     else:
-        rehearsal(args.budgets, args.per_class, args.keep)
+        rehearsal(args.budgets, args.per_class, args.keep, args.modes)
 
 
 if __name__ == "__main__":
