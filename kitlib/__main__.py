@@ -171,7 +171,6 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     from kitlib.audit import DEFAULT_FOLDS
-    from kitlib.pipeline import AllConfig
 
     parser = argparse.ArgumentParser(prog="python -m kitlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -249,11 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "seconds if given.")
     _training_options(everything)
     everything.add_argument("--audit", choices=["auto", "full", "quick", "report", "none"], default="auto",
-                            help="full: K fold models score every sample (a quarter of the training time), the "
-                            "suspects are dropped; quick: blank, duplicate and alien images found without models "
-                            "(seconds) are dropped; report: the quick audit's suspects.csv, nothing dropped; "
-                            f"none: no audit; auto (default): full from --time-budget "
-                            f"{AllConfig.full_audit_from:.0f} or without a budget, else report")
+                            help="full: K fold models score every sample (a quarter of the training time); quick: "
+                            "no models (seconds); both drop blank, shared-mask, alien, duplicate and conflicting "
+                            "images, the full audit also its mislabeled suspects (RUN/dropped.csv); report: the quick "
+                            "audit, nothing dropped; none: no audit; auto (default): quick with --time-budget (on a "
+                            "CPU, fold models trained inside a budget measured too weak to pay for their time), full "
+                            "without one")
     everything.add_argument("--audit-folds", type=int, default=DEFAULT_FOLDS, metavar="K",
                             help="fold models of a full audit")
     everything.set_defaults(run=cmd_all)

@@ -47,7 +47,8 @@ def test_audit_then_train_without_the_suspects(demo_root, tmp_path, capsys, monk
     assert main(["audit", str(demo_root), "--out", str(audit), "--folds", "2", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {audit / 'suspects.csv'}" in out and "--decisions" in out
-    assert sorted(p.name for p in audit.iterdir()) == ["folds", "scores.csv", "suspects.csv", "suspects.png"]
+    assert sorted(p.name for p in audit.iterdir()) == ["checks.csv", "folds", "oof.npz", "scores.csv", "suspects.csv",
+                                                       "suspects.png"]
     assert sorted(p.name for p in (audit / "folds").iterdir()) == ["fold0", "fold1"]
     suspects = pd.read_csv(audit / "suspects.csv", dtype=str, keep_default_na=False)
     assert (suspects["issue"] == "blank").sum() == 8  # flat images need no model
@@ -59,23 +60,31 @@ def test_audit_then_train_without_the_suspects(demo_root, tmp_path, capsys, monk
 def test_all_audits_first(demo_root, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    # no budget: the full audit (fold models), then training without its suspects
+    # no budget: the full audit (fold models), then training without what it is sure of; 2-epoch fold
+    # models are too weak to back their mislabeled suspects, which are only listed
     assert main(["all", str(demo_root), "--out", str(run), "--epochs", "2", "--audit-folds", "2"]) == 0
     out = capsys.readouterr().out
-    assert "trained without the audit's" in out and "suspects, predicted with its fold models too" in out
+    assert "of the audit's suspects, predicted with its fold models too" in out
+    assert "mislabeled suspects only listed: the fold models agree with" in out
     assert (run / "folds" / "fold1" / "best.pt").exists() and (run / "suspects.csv").exists()
+    dropped = pd.read_csv(run / "dropped.csv", dtype=str, keep_default_na=False)
+    suspects = pd.read_csv(run / "suspects.csv", dtype=str, keep_default_na=False).set_index("sample_index")
+    assert set(suspects.loc[dropped["sample_index"], "issue"]) <= {"blank", "alien", "duplicate", "conflict"}
     record = json.loads((run / "submission.json").read_text())
     assert len(record["runs"]) == 3  # the final model and the two fold models
-    # a short budget: the quick audit (no models) lists the 8 blank, 3 duplicate and 4 alien images ...
+    # a short budget: the quick audit (no models) finds and drops the 8 blank, 3 duplicated and 4 alien
+    # images, and 3 pairs of look-alike digits as near-duplicates (one of each dropped)
     assert main(["all", str(demo_root), "--out", str(tmp_path / "short"), "--time-budget", "20"]) == 0
     out = capsys.readouterr().out
-    assert "audit: 15 suspects of 1497 samples (8 blank, 3 duplicate, 4 alien, 0 mislabeled)" in out
-    assert "training on every sample: below --time-budget 1200 the suspects are only listed" in out
+    assert ("audit: 18 suspects of 1497 samples (8 blank, 0 shared_mask, 0 conflict, 6 duplicate, 4 alien, "
+            "0 mislabeled)") in out
+    assert "dropped.csv: dropped 18, relabelled 0 of 1497 samples" in out
     assert not (tmp_path / "short" / "folds").exists()
-    # ... which --audit quick drops
-    assert main(["all", str(demo_root), "--out", str(tmp_path / "quick"), "--time-budget", "20",
-                 "--audit", "quick"]) == 0
-    assert "suspects.csv: dropped 15, relabelled 0 of 1497 samples" in capsys.readouterr().out
+    # ... which --audit report only lists
+    assert main(["all", str(demo_root), "--out", str(tmp_path / "report"), "--time-budget", "20",
+                 "--audit", "report"]) == 0
+    out = capsys.readouterr().out
+    assert "training on every sample: --audit report only lists the suspects" in out and "dropped" not in out
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

@@ -114,9 +114,11 @@ def _finished(run: Path, held_ids: list[str]) -> bool:
 
 
 def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline: float | None = None,
-                device=None) -> tuple[np.ndarray, np.ndarray]:
-    """((N, K) out-of-fold probabilities, (N,) robust z of the kNN feature distance), training K fold runs.
+                device=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """((N, K) out-of-fold probabilities, (N,) robust z of the kNN feature distance, (N, D) features), training K fold runs.
 
+    The features are each sample's L2-normalized penultimate features from the fold model that did
+    not train on it (each fold's model has its own feature space; the z-scores are taken within a fold).
     Each fold run lives in out/folds/fold{i} and resumes when it is there already (a Colab restart).
     With a deadline (time.perf_counter() seconds), the folds share what is left of it equally.
     """
@@ -124,6 +126,7 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
     folds = stratified_folds(data.targets.numpy(), config.folds, seed=config.seed)
     probs = np.zeros((n, len(data.classes)), dtype=np.float32)
     z = np.zeros(n)
+    features: np.ndarray | None = None
     rng = np.random.default_rng(config.seed)
     overhead = 0.0  # seconds a fold spends outside its training budget (validation, scoring), measured
     for i in range(config.folds):
@@ -153,9 +156,12 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
         ref_feats, _ = sample_features_and_probs(fold, data, reference)
         feats, p = sample_features_and_probs(fold, data, held)
         probs[held.numpy()] = p.numpy()
+        if features is None:
+            features = np.zeros((n, feats.shape[1]), dtype=np.float32)
+        features[held.numpy()] = feats.numpy()
         # log: distances are skewed right, their logs close to normal; z within the fold, since
         # each fold's model has its own feature scale
         z[held.numpy()] = robust_z(np.log(knn_distance(feats, ref_feats, config.neighbours) + 1e-6))
         if budget is not None:
             overhead = max(overhead, time.perf_counter() - fold_started - budget)
-    return probs, z
+    return probs, z, features

@@ -1,10 +1,10 @@
-"""The issues a pixel shows without a model: blank images, duplicates, and images far from all others.
+"""What a pixel shows without a model: blank images, exact copies, and images far from all others.
 
-Blank: one flat colour (an empty scan, a lens cap): pixel standard deviation near zero. Duplicate:
+Blank: one flat colour (an empty scan, a lens cap): pixel standard deviation near zero. Exact copy:
 the same picture filed twice (a difference hash, then a pixel check); the first copy in id order is
-kept and the later ones are flagged, since duplicates split over training and validation inflate the
-validation score. Alien: far from the other images in an 8x8 colour thumbnail (k nearest neighbours,
-robust z-scores); with fold models, also in their features (kitlib.audit.oof).
+kept, since duplicates split over training and validation inflate the validation score (copies under
+a stain or a crop: kitlib.audit.duplicates). Far from the others: an 8x8 colour thumbnail's
+k-nearest-neighbour distance as a robust z-score, half of the alien evidence (kitlib.audit.foreign).
 """
 
 from __future__ import annotations
@@ -111,12 +111,3 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     median = np.median(values)
     mad = 1.4826 * np.median(np.abs(values - median))
     return (values - median) / max(mad, 1e-12)
-
-
-def alien_issue(feature_z: np.ndarray, thumbnail_z: np.ndarray, config: AuditConfig) -> np.ndarray:
-    """(N,) alien score in [0, 1]: the mean of the two robust z-scores, 0.5 at `alien_z`, logistic around it.
-
-    Both must agree: a foreign image is far from the rest in the model's features and in its
-    thumbnail; on CIFAR-10 and Tiny ImageNet no image's thumbnail z exceeds 2.6.
-    """
-    return 1.0 / (1.0 + np.exp(-((feature_z + thumbnail_z) / 2.0 - config.alien_z)))
