@@ -234,8 +234,9 @@ def test_review_cards_show_twins_and_groups_beside_the_image(tmp_path):
     assert grid.partners["s5"] == ["s0"]  # a duplicate's twin
     assert grid.partners["s0"] == ["s2"] and grid.partners["s2"] == ["s0"]  # a group key shared by rows
     assert grid.partners["s10"] == ["s3", "s4"]  # a group given as ids
-    pictures = grid._card("s5").children[0].children
+    pictures = grid._card("s5").children[0].children  # the image, its twin beside it
     assert len(pictures) == 2 and pictures[0].value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [len(row.children) for row in grid._card("s10").children[:2]] == [1, 2]  # a group: in a row below
     assert review.caption(table.iloc[5]) == "s5\nlabel: d \"quoted\"\nduplicate 0.95\ntwin: s0"
     assert review.caption(table.iloc[10]) == "s10\nlabel: b, c\nmislabeled 0.90\nsuggested: a\ngroup: s3;s4"
     data_without_s0 = _data(data.images[1:], [CLASSES[i % 3] for i in range(1, 12)])

@@ -47,6 +47,7 @@ STYLE = """<style>
 .kit-card pre, .kit-view pre {font-size: 10px; line-height: 1.2; margin: 0}
 </style>"""
 MAX_PARTNERS = 3  # twin or group members shown beside a card
+CARD_PX = 220  # px: a card's least width (its three buttons)
 
 
 def kind_of(row: pd.Series) -> str:
@@ -96,7 +97,8 @@ class Review:
     `table`: rows with sample_index and label/given_label (suspects.csv, top_losses, flattest, or
     several concatenated; duplicates keep their first row). `data`: the TrainingData the audit scored.
     `competition`: its Competition (or sample table with image and mask columns), for opening files.
-    `size`: thumbnail px; `columns`, `page_size`: cards per row and per page; `view_size`: the viewer's px.
+    `size`: thumbnail px; `columns`: cards per row at most (fewer when the page is narrower); `page_size`:
+    cards per page; `view_size`: the viewer's px.
     """
 
     def __init__(self, table: pd.DataFrame, data, out_csv: str | Path, *, competition=None, size: int = 112,
@@ -122,7 +124,7 @@ class Review:
                 check(sample, action, new_label, str(self.path))
             guess = new_label or first_text(row, "predicted", "suggested_label")
             guess = guess if guess in data.classes else first_text(row, "label", "given_label")
-            self.actions[sample] = w.ToggleButtons(options=BUTTONS, value=action, style={"button_width": "60px"},
+            self.actions[sample] = w.ToggleButtons(options=BUTTONS, value=action, style={"button_width": "66px"},
                                                    tooltips=["keep it (k)", "drop it from training (d)",
                                                              "train it under the label below (r)"])
             self.labels[sample] = w.Dropdown(options=list(data.classes), value=guess, disabled=action != "relabel",
@@ -156,8 +158,9 @@ class Review:
         self.bulk = w.Dropdown(options=bulk, layout=w.Layout(width="280px"))
         apply = w.Button(description="apply", tooltip="apply the chosen action to this page's cards")
         apply.on_click(lambda _: self.apply_to_page(*self.bulk.value))
-        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat({columns}, max-content)",
-                                              grid_gap="6px"))
+        cell = max(size, CARD_PX)  # as many columns as fit, at most `columns`
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({cell}px, 1fr))",
+                                              max_width=f"{columns * (cell + 6)}px", grid_gap="6px"))
         self._view_title = w.HTML()
         self._view_image = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
         self._view_controls = w.HBox()
@@ -294,21 +297,23 @@ class Review:
 
         if sample in self._cards:
             return self._cards[sample]
-        pictures = [w.Image(value=self._thumb(sample, self.size), format="png",
-                            layout=w.Layout(width=f"{self.size}px", height=f"{self.size}px", object_fit="contain"))]
-        small = max(48, self.size * 2 // 3)
-        for other in self.partners[sample]:
-            note = w.HTML(f"<pre style='font-size:9px;margin:0'>{html.escape(other[:16])}</pre>")
-            pictures.append(w.VBox([w.Image(value=self._thumb(other, small), format="png",
-                                            layout=w.Layout(width=f"{small}px", height=f"{small}px")), note]))
+        picture = w.Image(value=self._thumb(sample, self.size), format="png",
+                          layout=w.Layout(width=f"{self.size}px", height=f"{self.size}px", object_fit="contain"))
+        partners = self.partners[sample]  # one (a twin) beside the image, several (a group) in a row below it
+        small = max(48, self.size * 2 // 3) if len(partners) == 1 else (CARD_PX - 16) // MAX_PARTNERS - 6
+        thumbs = [w.VBox([w.Image(value=self._thumb(other, small), format="png",
+                                  layout=w.Layout(width=f"{small}px", height=f"{small}px")),
+                          w.HTML(f"<pre style='font-size:9px;margin:0'>{html.escape(other[:16])}</pre>")])
+                  for other in partners]
+        pictures = [w.HBox([picture, *thumbs])] if len(partners) <= 1 else [w.HBox([picture]), w.HBox(thumbs)]
         text = w.HTML(f"<div class='kit-caption' data-sample='{html.escape(sample, quote=True)}'>"
                       f"<pre>{html.escape(caption(self.rows[sample]))}</pre></div>")
         zoom = w.Button(icon="search-plus", tooltip="open the image file at a readable size, mask outlined (o)",
                         layout=w.Layout(width="36px"))
         zoom.add_class("kit-open")
         zoom.on_click(lambda _: self.open(sample))
-        self.labels[sample].layout.width = f"{max(self.size, 170) - 40}px"
-        card = w.VBox([w.HBox(pictures), text, self.actions[sample], w.HBox([self.labels[sample], zoom])])
+        self.labels[sample].layout.width = f"{max(self.size, CARD_PX) - 60}px"
+        card = w.VBox([*pictures, text, self.actions[sample], w.HBox([self.labels[sample], zoom])])
         card.add_class("kit-card")
         self._cards[sample] = card
         self._restyle(sample)
