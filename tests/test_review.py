@@ -239,6 +239,8 @@ def test_review_cards_show_twins_and_groups_beside_the_image(tmp_path):
     assert [len(row.children) for row in grid._card("s10").children[:2]] == [1, 2]  # a group: in a row below
     assert review.caption(table.iloc[5]) == "s5\nlabel: d \"quoted\"\nduplicate 0.95\ntwin: s0"
     assert review.caption(table.iloc[10]) == "s10\nlabel: b, c\nmislabeled 0.90\nsuggested: a\ngroup: s3;s4"
+    table["group"] = [7, None, 7, None, None, None, None, None, None, None, 7, None]  # group keys as numbers
+    assert review.review_widget(table, data, tmp_path / "decisions.csv").partners["s10"] == ["s0", "s2"]
     data_without_s0 = _data(data.images[1:], [CLASSES[i % 3] for i in range(1, 12)])
     with pytest.raises(KitError, match=r"samples \['s11'\] are not in the decoded data"):
         review.review_widget(table, data_without_s0, tmp_path / "other.csv")

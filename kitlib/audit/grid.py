@@ -106,7 +106,7 @@ def plot_suspects(suspects: pd.DataFrame, data, path: Path, k: int = 36) -> Path
 # --------------------------------------------------------------------------------------------- review images
 
 def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
-    """(H, W) bool: the mask's border, `width` px thick, inside the mask (nonzero = in the mask; edges of the frame count)."""
+    """(H, W) bool: the border of a mask (nonzero = inside), `width` px thick, inside it; the frame's edges count."""
     inside = np.asarray(mask) > 0
     core = inside
     for _ in range(max(1, width)):
@@ -140,8 +140,8 @@ def view_png(image_path: str | Path, mask_path: str | Path | None = None, *,
     """The image file at a readable size, its mask file's outline drawn on: (PNG bytes, the file's (width, height)).
 
     Large images (slides) are shrunk to `longest` px on their longest side; small ones are enlarged
-    by whole pixels up to ENLARGE_TO px (or `longest`, when smaller). Both files are turned upright by their EXIF orientation. KitError for a
-    missing or unreadable file (kitlib.data.images.open_image).
+    by whole pixels up to ENLARGE_TO px (or `longest`, when smaller). Both files are turned upright by
+    their EXIF orientation. KitError for a missing or unreadable file (kitlib.data.images.open_image).
     """
     with open_image(image_path) as im:
         size = oriented_size(im)

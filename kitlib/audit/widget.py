@@ -64,15 +64,17 @@ def partners(table: pd.DataFrame, known: set[str]) -> dict[str, list[str]]:
     them; a `group...` column holding a group key points at the table's other rows with that key.
     """
     extra = [c for c in table.columns if c not in KNOWN_COLUMNS]
-    found = {s: [] for s in table["sample_index"]}
+    ids = list(table["sample_index"])
+    found = {s: [] for s in ids}
     for column in extra:
-        values = table[column]
-        for sample, value in zip(table["sample_index"], values):
-            if not isinstance(value, str) or not value:
+        values = list(table[column])
+        for sample, value in zip(ids, values):
+            if value == "" if isinstance(value, str) else pd.isna(value):
                 continue
-            named = [value] if value in known else [v for v in re.split(r"\s*[;|]\s*", value) if v in known]
-            if not named and column.lower().startswith("group"):
-                named = list(table["sample_index"][values == value])
+            text = str(value)
+            named = [text] if text in known else [v for v in re.split(r"\s*[;|]\s*", text) if v in known]
+            if not named and str(column).lower().startswith("group"):
+                named = [other for other, key in zip(ids, values) if key == value]
             found[sample] += [n for n in named if n != sample and n not in found[sample]]
     return {s: p[:MAX_PARTNERS] for s, p in found.items()}
 
@@ -108,48 +110,72 @@ class Review:
         if page_size < 1:
             raise KitError(f"page_size={page_size}: show at least one card a page.")
         table = table.drop_duplicates("sample_index").reset_index(drop=True)
-        self.path, self.data, self.size, self.page_size, self.view_size = Path(out_csv), data, size, page_size, view_size
+        self.path, self.data, self.size = Path(out_csv), data, size
+        self.page_size, self.view_size = page_size, view_size
         self.ids = list(table["sample_index"])
         self.rows = {s: row for s, (_, row) in zip(self.ids, table.iterrows())}
         self.kinds = {s: kind_of(row) for s, row in self.rows.items()}
         self._row_of = dict(zip(self.ids, rows_of(self.ids, data)))  # KitError for a sample not in data
         self.partners = partners(table, set(data.ids))
         self._files = _files(competition)
-        earlier = compact(self.path)  # folds in what a dead kernel left in the log
-        earlier = dict(zip(earlier["sample_index"], zip(earlier["action"], earlier["new_label"])))
-        self.actions, self.labels, self._cards, self._thumbs = {}, {}, {}, {}
-        for sample, row in self.rows.items():
-            action, new_label = earlier.get(sample, (None, ""))
-            if action is not None:
-                check(sample, action, new_label, str(self.path))
-            guess = new_label or first_text(row, "predicted", "suggested_label")
-            guess = guess if guess in data.classes else first_text(row, "label", "given_label")
-            self.actions[sample] = w.ToggleButtons(options=BUTTONS, value=action, style={"button_width": "66px"},
-                                                   tooltips=["keep it (k)", "drop it from training (d)",
-                                                             "train it under the label below (r)"])
-            self.labels[sample] = w.Dropdown(options=list(data.classes), value=guess, disabled=action != "relabel",
-                                             layout=w.Layout(width="170px"))
-            self.actions[sample].observe(partial(self._on_action, sample), names="value")
-            self.labels[sample].observe(partial(self._on_label, sample), names="value")
-        self._batching = False
+        self._batching, self._cards, self._thumbs = False, {}, {}
+        self._decision_controls(compact(self.path))  # compact: folds in what a dead kernel left in the log
         self.status = w.Label()
         self.status.add_class("kit-progress")
         save = w.Button(description="Save decisions", icon="save",
                         tooltip="every click is already saved: this folds in other sessions' decisions too")
         save.on_click(self.save)
+        cell = max(size, CARD_PX)  # as many columns as fit, at most `columns`
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({cell}px, 1fr))",
+                                              max_width=f"{columns * (cell + 6)}px", grid_gap="6px"))
+        self.keys = w.HTML(HELP + STYLE)
+        self.widget = w.VBox([w.HBox([save, self.status]), *self._toolbar("loss" in table), self._viewer(),
+                              self.grid, self.keys])
+        self._events = _keyboard(self.widget, self.press)
+        if self._events is None:
+            self.keys.value = "keyboard shortcuts need ipyevents (pip install ipyevents)" + STYLE
+        self.page, self.cursor, self.viewing = 0, None, None
+        self._refilter()
+
+    def _decision_controls(self, earlier: pd.DataFrame) -> None:
+        """Per sample: the keep / drop / relabel buttons (None: undecided) and the new label's menu, as saved before."""
+        import ipywidgets as w
+
+        earlier = dict(zip(earlier["sample_index"], zip(earlier["action"], earlier["new_label"])))
+        self.actions, self.labels = {}, {}
+        for sample, row in self.rows.items():
+            action, new_label = earlier.get(sample, (None, ""))
+            if action is not None:
+                check(sample, action, new_label, str(self.path))
+            guess = new_label or first_text(row, "predicted", "suggested_label")
+            guess = guess if guess in self.data.classes else first_text(row, "label", "given_label")
+            self.actions[sample] = w.ToggleButtons(options=BUTTONS, value=action, style={"button_width": "66px"},
+                                                   tooltips=["keep it (k)", "drop it from training (d)",
+                                                             "train it under the label below (r)"])
+            self.labels[sample] = w.Dropdown(options=list(self.data.classes), value=guess,
+                                             disabled=action != "relabel",
+                                             layout=w.Layout(width=f"{max(self.size, CARD_PX) - 60}px"))
+            self.actions[sample].observe(partial(self._on_action, sample), names="value")
+            self.labels[sample].observe(partial(self._on_label, sample), names="value")
+
+    def _toolbar(self, with_loss: bool) -> list:
+        """The rows above the cards: filters and sort; pages and bulk actions."""
+        import ipywidgets as w
+
         present = list(dict.fromkeys(self.kinds.values()))
         self.issue_filter = w.Dropdown(options=["all issues", *present], description="issue",
                                        layout=w.Layout(width="220px"))
         given = {first_text(row, "label", "given_label") for row in self.rows.values()}
-        self.class_filter = w.Dropdown(options=["all classes", *[c for c in data.classes if c in given]],
+        self.class_filter = w.Dropdown(options=["all classes", *[c for c in self.data.classes if c in given]],
                                        description="class", layout=w.Layout(width="260px"))
         sorts = [("list order", "order"), ("score, highest first", "score"), ("score, lowest first", "-score")]
-        self.sort = w.Dropdown(options=sorts + ([("loss, highest first", "loss")] if "loss" in table else []),
+        self.sort = w.Dropdown(options=sorts + ([("loss, highest first", "loss")] if with_loss else []),
                                description="sort", layout=w.Layout(width="240px"))
         for control in (self.issue_filter, self.class_filter, self.sort):
             control.observe(lambda _: self._refilter(), names="value")
-        self.prev = w.Button(description="", icon="chevron-left", tooltip="previous page (p)", layout=w.Layout(width="40px"))
-        self.next = w.Button(description="", icon="chevron-right", tooltip="next page (n)", layout=w.Layout(width="40px"))
+        self.prev, self.next = (w.Button(icon=f"chevron-{side}", tooltip=f"{word} page ({key})",
+                                         layout=w.Layout(width="40px"))
+                                for side, word, key in (("left", "previous", "p"), ("right", "next", "n")))
         self.prev.on_click(lambda _: self.go(self.page - 1))
         self.next.on_click(lambda _: self.go(self.page + 1))
         self.page_label = w.Label()
@@ -158,9 +184,13 @@ class Review:
         self.bulk = w.Dropdown(options=bulk, layout=w.Layout(width="280px"))
         apply = w.Button(description="apply", tooltip="apply the chosen action to this page's cards")
         apply.on_click(lambda _: self.apply_to_page(*self.bulk.value))
-        cell = max(size, CARD_PX)  # as many columns as fit, at most `columns`
-        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(auto-fill, minmax({cell}px, 1fr))",
-                                              max_width=f"{columns * (cell + 6)}px", grid_gap="6px"))
+        return [w.HBox([self.issue_filter, self.class_filter, self.sort]),
+                w.HBox([self.prev, self.page_label, self.next, self.bulk, apply])]
+
+    def _viewer(self):
+        """The panel that shows one image file large in place of the cards (hidden until a card is opened)."""
+        import ipywidgets as w
+
         self._view_title = w.HTML()
         self._view_image = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
         self._view_controls = w.HBox()
@@ -169,16 +199,7 @@ class Review:
         self.viewer = w.VBox([w.HBox([close, self._view_title]), self._view_controls, self._view_image],
                              layout=w.Layout(display="none"))
         self.viewer.add_class("kit-view")
-        self.keys = w.HTML(HELP + STYLE)
-        self.widget = w.VBox([w.HBox([save, self.status]),
-                              w.HBox([self.issue_filter, self.class_filter, self.sort]),
-                              w.HBox([self.prev, self.page_label, self.next, self.bulk, apply]),
-                              self.viewer, self.grid, self.keys])
-        self._events = _keyboard(self.widget, self.press)
-        if self._events is None:
-            self.keys.value = "keyboard shortcuts need ipyevents (pip install ipyevents)" + STYLE
-        self.page, self.cursor, self.viewing = 0, None, None
-        self._refilter()
+        return self.viewer
 
     # ------------------------------------------------------------------------------------- decisions
 
@@ -231,7 +252,7 @@ class Review:
         return pd.DataFrame(rows, columns=["sample_index", "action", "new_label"], dtype=object)
 
     def save(self, *_) -> Path:
-        """Compact the log into decisions.csv now (clicks are saved as they happen; this also folds in other sessions')."""
+        """Fold the log into decisions.csv now (each click is saved as it happens; this also takes other sessions')."""
         table = compact(self.path)
         self._show_progress(f" · saved {self.path}: {summary(table)} -> train with --decisions {self.path.name}")
         return self.path
@@ -259,7 +280,7 @@ class Review:
         return max(1, -(-len(self.order) // self.page_size))
 
     def go(self, page: int, cursor: str | None = None) -> None:
-        """Show page `page` (clipped to the pages there are), the cursor on `cursor` or the page's first undecided card."""
+        """Show page `page` (clipped to the pages there are); the cursor on `cursor`, else the first undecided card."""
         self.page = min(max(page, 0), self.pages - 1)
         self.shown = self.order[self.page * self.page_size:(self.page + 1) * self.page_size]
         self.grid.children = [self._card(s) for s in self.shown]
@@ -312,7 +333,6 @@ class Review:
                         layout=w.Layout(width="36px"))
         zoom.add_class("kit-open")
         zoom.on_click(lambda _: self.open(sample))
-        self.labels[sample].layout.width = f"{max(self.size, CARD_PX) - 60}px"
         card = w.VBox([*pictures, text, self.actions[sample], w.HBox([self.labels[sample], zoom])])
         card.add_class("kit-card")
         self._cards[sample] = card
@@ -341,7 +361,7 @@ class Review:
     # ------------------------------------------------------------------------------------- keys, viewer
 
     def press(self, key: str) -> None:
-        """A key press: k / d / r decide the cursor's card (then the next card), arrows move, n / p page, o / Esc view."""
+        """A key press: k / d / r decide the cursor's card (then the next), arrows move, n / p page, o / Esc view."""
         if key in KEYS and self.cursor is not None:
             sample = self.cursor
             self.actions[sample].value = KEYS[key]
@@ -380,7 +400,8 @@ class Review:
         files = self._files.get(sample)
         if files is not None:
             png, (width, height) = view_png(files[0], files[1], longest=self.view_size)
-            where = f"{html.escape(Path(files[0]).name)}, {width} x {height} px" + (", mask outlined" if files[1] else "")
+            where = f"{html.escape(Path(files[0]).name)}, {width} x {height} px"
+            where += ", mask outlined" if files[1] else ""
         else:
             png = self._thumb(sample, min(self.view_size, ENLARGE_TO))
             where = "the decoded copy (pass competition= for the file)"
