@@ -223,19 +223,20 @@ def test_review_in_chromium_keeps_every_click_through_a_killed_kernel(tmp_path, 
             menu = Select(_card(browser, third).find_element(By.TAG_NAME, "select"))
             assert menu.first_selected_option.text == new_label
             _screenshot(browser, shots / "review.png")
-            _card(browser, first).find_element(By.CSS_SELECTOR, ".kit-open").click()
+            digit = next((s for s in ids if "blank" not in _card(browser, s).text), first)  # a picture to see
+            _card(browser, digit).find_element(By.CSS_SELECTOR, ".kit-open").click()
             _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, ".kit-view").is_displayed(), 20, "the viewer")
             time.sleep(0.5)
             _screenshot(browser, shots / "review_open.png")
     finally:
         browser.quit()
 
-    config = tmp_path / "tiny.json"  # the smoke recipe: one epoch of a narrow net
-    config.write_text(json.dumps({**SMOKE_TRAIN, "time_budget": None, "progress": False}))
+    config = tmp_path / "tiny.json"  # the smoke recipe's narrow net, for 5 s at most
+    config.write_text(json.dumps({**SMOKE_TRAIN, "epochs": None, "progress": False}))
     times["browser closed"] = time.monotonic() - clock
     capsys.readouterr()
     assert main(["train", str(demo_root), "--out", str(tmp_path / "clean"), "--decisions", str(decisions),
-                 "--config", str(config)]) == 0
+                 "--config", str(config), "--time-budget", "5"]) == 0
     assert "decisions.csv: dropped 2, relabelled 1 of 1497 samples" in capsys.readouterr().out
     times["trained"] = time.monotonic() - clock
     print(", ".join(f"{what} after {seconds:.0f} s" for what, seconds in times.items()))

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -155,12 +154,17 @@ def test_two_sessions_writing_one_file_add_up(tmp_path):
     record(out, [("a1", "keep", "")])
     assert out.read_text(encoding="utf-8") == HEADER + "a1,keep,\nb1,keep,\na2,relabel,x\nb2,drop,\n"
 
-    script = ("import sys\nfrom kitlib.audit.decisions import record\n"
-              "for i in range(30): record(sys.argv[1], [(f'{sys.argv[2]}{i}', 'drop', '')])\n")
-    started = time.monotonic()
-    writers = [subprocess.Popen([sys.executable, "-c", script, str(out), name], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}) for name in ("p", "q")]
-    assert [w.wait(timeout=120) for w in writers] == [0, 0], time.monotonic() - started
+    # and two processes at once (the log's lock): a child writes p0..p29 while this process writes q0..q29
+    script = ("import sys\nfrom kitlib.audit.decisions import record\nprint('ready', flush=True)\n"
+              "for i in range(30): record(sys.argv[1], [(f'p{i}', 'drop', '')])\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout.readline() == "ready\n"
+        for i in range(30):
+            record(out, [(f"q{i}", "drop", "")])
+    finally:
+        assert child.wait(timeout=60) == 0
     names = read_csv_strings(out)["sample_index"].tolist()
     assert sorted(n for n in names if n[0] in "pq") == sorted([f"p{i}" for i in range(30)] + [f"q{i}" for i in range(30)])
     assert len(names) == 4 + 60 and log_path(out).read_bytes() == b""

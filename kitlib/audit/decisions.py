@@ -13,8 +13,9 @@ the log. So a kernel that dies at any moment leaves both files readable:
   append cuts it off. That one click was never acknowledged;
 - mid-compaction: the CSV is the old one or the new one, never a part; the log still holds every
   line, which the next compaction (any review opening the file) folds in again, with the same result.
-Appends and compactions hold an exclusive lock on the log (flock; none on Windows), so reviews in two
-kernels writing the same decisions.csv add up instead of overwriting each other.
+Appends and compactions hold an exclusive lock on the log (flock; none on Windows or on a file system
+without locks), so reviews in two kernels writing the same decisions.csv add up instead of
+overwriting each other.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def _locked_log(csv_path: Path) -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as log:
         if fcntl is not None:
-            fcntl.flock(log.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            try:
+                fcntl.flock(log.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            except OSError:  # a file system without locks (some network mounts): one session at a time there
+                pass
         yield log
 
 
