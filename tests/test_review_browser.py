@@ -30,22 +30,23 @@ from kitlib.audit.decisions import log_path, read_decisions
 from kitlib.files import read_csv_strings
 from kitlib.notebook import SMOKE_TRAIN
 
-pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_WAIT = 150  # s: a page shows its cards once its kernel has run the notebook (a 2-fold audit of a tiny net)
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+DRIVER = shutil.which("chromedriver")
 
 
-def _browser_or_skip() -> tuple[str, str]:
-    """(chromium, chromedriver) paths; pytest.skip naming what is missing."""
+def _missing() -> str | None:
+    """Why the browser test cannot run here (None: it can)."""
     missing = [name for name in ("selenium", "voila", "psutil") if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed: pip install -e '.[test]'")
-    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        pytest.skip("no Chromium and chromedriver on PATH: apt-get install chromium chromium-driver "
-                    "(Debian; .ci/run does it)")
-    return chromium, driver
+        return f"{', '.join(missing)} not installed: pip install -e '.[test]'"
+    if CHROMIUM is None or DRIVER is None:
+        return "no Chromium and chromedriver on PATH: apt-get install chromium chromium-driver (Debian; .ci/run does it)"
+    return None
+
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
 
 
 def _free_port() -> int:
@@ -172,7 +173,6 @@ def test_review_in_chromium_keeps_every_click_through_a_killed_kernel(tmp_path, 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    chromium, driver = _browser_or_skip()
     shots = Path(os.environ.get("KIT_REVIEW_SHOTS") or tmp_path / "shots")
     notebook = _notebook_01(tmp_path / "work")
     env = {k: v for k, v in os.environ.items() if k != "KIT_SMOKE"}
@@ -181,7 +181,7 @@ def test_review_in_chromium_keeps_every_click_through_a_killed_kernel(tmp_path, 
     decisions = notebook.parent / "runs" / "audit" / "decisions.csv"
     cards = (By.CSS_SELECTOR, ".kit-card")
     clock, times = time.monotonic(), {}
-    browser = _chrome(chromium, driver)
+    browser = _chrome(CHROMIUM, DRIVER)
     try:
         with _voila(notebook, env) as (url, server):
             browser.get(url)
@@ -189,7 +189,7 @@ def test_review_in_chromium_keeps_every_click_through_a_killed_kernel(tmp_path, 
             times["the review showed"] = time.monotonic() - clock
             ids = [e.get_attribute("data-sample") for e in browser.find_elements(By.CSS_SELECTOR, ".kit-caption")]
             total = int(re.match(r"0 of (\d+) decided", _progress(browser)).group(1))
-            assert len(ids) == min(24, total) and total > 24  # every suspect and the 12 worst losses, in pages
+            assert len(ids) == min(24, total) >= 5  # every suspect and the 12 worst losses, 24 a page
             first, second, third, fourth = ids[:4]
 
             _card(browser, first).find_element(By.XPATH, ".//button[normalize-space()='drop']").click()
