@@ -18,20 +18,18 @@ from kitlib.errors import KitError  # noqa: E402
 
 
 def resolve_data(data: str) -> Path:
-    """A competition folder; the word 'demo' (with no such folder here) means the embedded demo."""
-    if data == "demo" and not Path(data).exists():
-        from kitlib.data.demo import demo_root
+    """A competition folder, or the demo a word names ('demo', 'demo-slides', 'demo-images'; kitlib.data.demo)."""
+    from kitlib.data.demo import resolve
 
-        return demo_root()
-    return Path(data)
+    return resolve(data)
 
 
 def cmd_demo(args) -> None:
     """`demo OUT_DIR`: write the demo competition."""
-    from kitlib.data.demo import write_demo
+    from kitlib.data.demo import write_kind
 
-    folder = write_demo(args.out_dir)
-    print(f"wrote the demo competition to {folder}")
+    folder = write_kind(args.out_dir, args.kind)
+    print(f"wrote the {args.kind} demo competition to {folder}")
     print(f"wrote its test answers to {folder.parent / 'answers.csv'} and the injected defects to "
           f"{folder.parent / 'defects.csv'} (outside the competition folder)")
 
@@ -59,7 +57,8 @@ def train_config(args, *, budget: bool = True):
              "lr": "lr", "augment": "augment", "image_size": "size", "decode_size": "decode_size",
              "folds": "folds", "fold": "fold", "val_fraction": "val_fraction", "seed": "seed",
              "device": "device", "precision": "precision", "weights": "weights", "schedule": "schedule",
-             "optimizer": "optimizer"}
+             "optimizer": "optimizer", "masks": "masks", "tile_scale": "tile_scale",
+             "tiles_per_image": "tiles_per_image", "aggregate": "aggregate"}
     if not budget:
         flags.pop("time_budget")
     fields.update({key: getattr(args, flag) for key, flag in flags.items()
@@ -98,7 +97,7 @@ def cmd_predict(args) -> None:
     from kitlib.predict import predict_submission
 
     written = predict_submission(args.runs, load_competition(resolve_data(args.data)), args.out,
-                                 tta=args.tta, scales=args.scales)
+                                 tta=args.tta, scales=args.scales, aggregate=args.aggregate)
     print(f"wrote {written.path} and {written.meta_path}")
 
 
@@ -113,7 +112,7 @@ def cmd_all(args) -> None:
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
     """The options `train` and `all` share."""
-    parser.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
+    parser.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo' ('demo-images': the digits)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs, figures")
     parser.add_argument("--model", help="model name (default: the kit's ResNet for small images); "
                         "see kitlib.models.names()")
@@ -136,6 +135,23 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epochs to train (or give --time-budget)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="wall-clock seconds: schedules adapt and the run ends inside them")
+    _mask_options(parser)
+
+
+def _mask_options(parser: argparse.ArgumentParser) -> None:
+    """How masks are used: the options `train`, `audit` and `all` share."""
+    parser.add_argument("--masks", choices=["auto", "ignore", "crop", "tiles", "channel"],
+                        help="how the masks beside the images are used: tiles (windows of the model's input size at "
+                        "native resolution inside the mask, predictions averaged per image), crop (each mask "
+                        "region), channel (the mask as a 4th input channel), ignore; auto (default): tiles when "
+                        "most images have a mask and are much larger than the model's input, else ignore")
+    parser.add_argument("--tile-scale", type=float, metavar="F",
+                        help="cut tiles at F times the native resolution (default 1; 0.5 for very large slides)")
+    parser.add_argument("--tiles-per-image", type=int, metavar="N",
+                        help="at most N tiles of one image per epoch and per prediction (default 32)")
+    parser.add_argument("--aggregate", choices=["mean", "coverage", "logit"],
+                        help="how tile predictions make an image's: mean probability (default), weighted by mask "
+                        "coverage, or mean log-probability")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,17 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kitlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="write the demo competition (CSV layout) to OUT_DIR",
+    demo = commands.add_parser("demo", help="write a demo competition (CSV layout) to OUT_DIR",
                                description="Write a small competition in the CSV layout, built from "
                                "scikit-learn's handwritten digits, to OUT_DIR/competition; its test "
-                               "answers and injected defects go beside it.")
+                               "answers and planted defects go beside it. DATA 'demo' (or 'demo-slides', "
+                               "'demo-images') in the other commands uses one written into the kit's cache.")
     demo.add_argument("out_dir", metavar="OUT_DIR")
+    demo.add_argument("--kind", choices=["slides", "images"], default="slides",
+                      help="slides (default): large slides with masks, the course challenge in miniature, with "
+                      "its planted junk (cartoons sharing one mask, a stained duplicate, a blank slide); images: "
+                      "1,797 digits as 32 px images with blank, mislabeled, foreign and duplicated ones")
     demo.set_defaults(run=cmd_demo)
 
     eda = commands.add_parser("eda", help="EDA figures (PNG) for the report",
                               description="Class counts, samples per class with masks, image sizes, "
                               "per-channel statistics, train vs test brightness.")
-    eda.add_argument("data", metavar="DATA", help="competition folder, or 'demo'")
+    eda.add_argument("data", metavar="DATA", help="competition folder, or 'demo' ('demo-images': the digits)")
     eda.add_argument("--out", default="images", help="folder for the figures (default: images/)")
     eda.add_argument("--size", type=int, default=None, help="decode size in px (default: native, <= 128)")
     eda.set_defaults(run=cmd_eda)
@@ -166,13 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 "sample out of fold, and write RUN/suspects.csv (flagged, worst first), RUN/scores.csv "
                                 "(every sample) and RUN/suspects.png. Train on the rest with --decisions "
                                 "RUN/suspects.csv.")
-    audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo'")
+    audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo' ('demo-images': the digits)")
     audit.add_argument("--out", required=True, metavar="RUN", help="audit folder")
     audit.add_argument("--folds", dest="audit_folds", type=int, default=DEFAULT_FOLDS, metavar="K",
                        help=f"fold models (default {DEFAULT_FOLDS}): each sample is scored by the one that never trained on it; "
                        "0: the quick audit without models (blank, duplicate, alien from thumbnails)")
     audit.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole audit")
     audit.add_argument("--epochs", type=int, help="epochs per fold model (default 10; or give --time-budget)")
+    _mask_options(audit)
     for flag, kind, text in (("--model", str, "model name (default: as train)"), ("--size", int, "model input in px"),
                              ("--decode-size", int, "decode size in px"), ("--device", str, "cuda, mps, cpu"),
                              ("--seed", int, "seeds the folds' training")):
@@ -193,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                                   "too), optionally with test-time augmentation, and write a submission "
                                   "validated against the sample submission, with a .json record beside it.")
     predict.add_argument("runs", nargs="+", metavar="RUN", help="run folders (their best.pt) or .pt files")
-    predict.add_argument("--data", required=True, help="competition folder, or 'demo'")
+    predict.add_argument("--data", required=True, help="competition folder, or 'demo' ('demo-images': the digits)")
     predict.add_argument("--out", required=True, metavar="SUBMISSION.csv")
     predict.add_argument("--tta", nargs="?", const="hflip", default="none",
                          help="test-time augmentation: hflip (the default when given bare), flips, none")
     predict.add_argument("--scales", type=float, nargs="+", default=[1.0],
                          help="TTA input-size factors, e.g. 0.875 1 1.125")
+    predict.add_argument("--aggregate", choices=["mean", "coverage", "logit"],
+                         help="how a tile model's tile predictions make an image's (default: as it was trained)")
     predict.set_defaults(run=cmd_predict)
 
     everything = commands.add_parser("all", help="audit, train, predict: RUN/submission.csv",

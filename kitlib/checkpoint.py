@@ -100,6 +100,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     checkpoint = load(path)
     spec = checkpoint["model"]
     # pretrained=False: the checkpoint holds every weight, no download or weights file is needed
-    model = models.create(spec["name"], spec["num_classes"], norm=spec["norm"], **spec["options"])
+    model = models.create(spec["name"], spec["num_classes"], norm=spec["norm"],
+                          in_channels=spec.get("in_channels", 3), **spec["options"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint

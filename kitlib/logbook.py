@@ -1,6 +1,7 @@
 """The logbook of training runs: per-epoch metrics as CSV, curves as PNG, a table of all runs.
 
     write_metrics(run_dir, history)                # RUN/metrics.csv (+ per_class_f1.csv), each epoch
+    plot_tile_votes(tiles, samples, probs, ...)   # RUN/tile_votes.png: which tiles voted for which class
     plot_curves(run_dir, title="ResNet-small, medium aug")   # RUN/curves.png + images/<run>_curves.png
     runs_table("runs")                             # one row per run: differing config keys, best scores
     plot_runs("runs", "images/runs_f1.png")        # every run's validation macro-F1 overlaid
@@ -27,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from kitlib import rundir
 from kitlib.errors import KitError
-from kitlib.figures import save_figure
+from kitlib.figures import save_figure, shorten
 from kitlib.files import write_csv
 
 # metrics.csv columns, in this order; other keys of a history row follow them in first-seen order
@@ -152,13 +153,64 @@ def plot_curves(run_dir: str | Path, *, title: str, images_dir: str | Path | Non
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shared x: both rows get whole epochs
     fig.suptitle(title)
-    path = save_figure(fig, run_dir / rundir.CURVES)
-    paths = [path]
-    if images_dir is not None:
-        copy = Path(images_dir) / f"{run_dir.resolve().name}_curves.png"
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        paths.append(Path(shutil.copyfile(path, copy)))
-    return paths
+    return _with_copy(save_figure(fig, run_dir / rundir.CURVES), images_dir)
+
+
+def _with_copy(path: Path, images_dir: str | Path | None) -> list[Path]:
+    """[RUN/<figure>.png] and, unless `images_dir` is None, its copy <images_dir>/<run name>_<figure>.png."""
+    if images_dir is None:
+        return [path]
+    copy = Path(images_dir) / f"{path.parent.resolve().name}_{path.name}"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    return [path, Path(shutil.copyfile(path, copy))]
+
+
+def plot_tile_votes(tiles, samples, tile_probs, classes: Sequence[str], truth: Sequence[int], path: str | Path, *,
+                    images_dir: str | Path | None = None, title: str = "") -> list[Path]:
+    """Slides with each fixed tile filled in the colour of the class it voted for: which regions drove a prediction.
+
+    `tiles`: kitlib.data.tiles.Tiles; `samples`: (n,) image rows to draw (at most 4 fit one figure);
+    `tile_probs`: (M', K) probabilities of their fixed tiles, image by image (Tiles.tiles_of order);
+    `truth`: (n,) true class indices. Saved at `path` (RUN/tile_votes.png) and, unless `images_dir` is
+    None, as <images_dir>/<run name>_tile_votes.png.
+    """
+    import matplotlib.colors as mcolors
+    import matplotlib.patches as patches
+    import numpy as np
+    import torch
+
+    from kitlib.data.images import open_image, upright
+
+    samples = torch.as_tensor(samples)
+    palette = list(mcolors.TABLEAU_COLORS.values())
+    colour = {k: palette[k % len(palette)] for k in range(len(classes))}
+    fig = Figure(figsize=(4.2 * len(samples), 4.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(samples)))
+    counts = tiles.counts()[samples].tolist()
+    votes = torch.as_tensor(tile_probs).argmax(1).tolist()
+    start, scale = 0, 1 / tiles.spec.scale
+    for ax, sample, count, true in zip(axes, samples.tolist(), counts, truth):
+        with open_image(tiles.sources[sample]) as im:
+            ax.imshow(np.asarray(upright(im).convert("RGB")))
+        mine = votes[start:start + count]
+        rows = tiles.tiles_of(torch.tensor([sample]))
+        for (piece, y, x), vote in zip(tiles.grid[rows].tolist(), mine):
+            y0, x0 = tiles.origins[piece].tolist()
+            side = tiles.spec.size * scale if tiles.spec.mode == "tiles" else None
+            if side is None:  # a crop: its region's box is not kept; mark its corner
+                ax.plot((x0 + 2) * scale, (y0 + 2) * scale, "s", color=colour[vote], markersize=8)
+                continue
+            ax.add_patch(patches.Rectangle(((x0 + x) * scale, (y0 + y) * scale), side, side, linewidth=1.2,
+                                           edgecolor=colour[vote], facecolor=colour[vote], alpha=0.3))
+        predicted = max(set(mine), key=mine.count) if mine else true
+        ax.set_title(f"true: {shorten(classes[true], 24)}\nmost tiles: {shorten(classes[predicted], 24)} "
+                     f"({mine.count(predicted)} of {count})", fontsize=8, loc="left")
+        ax.axis("off")
+        start += count
+    fig.legend(handles=[patches.Patch(color=colour[k], label=shorten(c, 24)) for k, c in enumerate(classes)],
+               loc="outside lower center", ncol=min(len(classes), 5), fontsize=8)
+    fig.suptitle(title or "Tiles coloured by the class they voted for")
+    return _with_copy(save_figure(fig, path), images_dir)
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

@@ -103,13 +103,13 @@ def find_competitions(base: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
 
 def _resolve_data(data: str | Path | None, where: str, smoke: bool, root: Path, drive: Path | None) -> Path:
     """The competition folder: `data`, else the demo under KIT_SMOKE, else KIT_DATA, else the only one found."""
-    from kitlib.data.demo import demo_root
+    from kitlib.data.demo import demo_root, resolve
 
     given = data
     if given is None and not smoke:
         given = os.environ.get("KIT_DATA") or None
     if given is not None:
-        path = demo_root() if str(given) == "demo" and not Path(given).exists() else Path(given).expanduser()
+        path = resolve(given)
         if not path.is_dir():
             raise KitError(f"data {str(given)!r}: no such folder. Pass the competition folder (or 'demo').")
         return path.resolve()
@@ -239,6 +239,15 @@ class EdaParams:
 
     size: int | None = None
     """Px the figures decode images to (None: their most common size, at most 128)."""
+    masks: str = "auto"
+    """With masks: 'auto', 'tiles' or 'crop' also draw the tiles of a few slides per class (when auto picks
+    tiles); 'ignore': no mask figures (kitlib.data.masks)."""
+
+    def __post_init__(self):
+        from kitlib.data.masks import MASK_MODES
+
+        if self.masks not in MASK_MODES:
+            raise KitError(f"masks {self.masks!r}: choose one of {', '.join(MASK_MODES)}.")
 
     def smoke(self) -> EdaParams:
         """The demo is small: nothing to shrink."""
@@ -302,11 +311,17 @@ class SubmitParams:
     """TTA input-size factors, e.g. (0.875, 1.0, 1.125)."""
     out: str = "submission.csv"
     """The submission's file name under env.runs (its .json record goes beside it)."""
+    aggregate: str | None = None
+    """How a tile model's tile predictions make an image's: mean, coverage, logit; None: as it was trained.
+    (Each run uses masks the way it was trained: its checkpoint records it.)"""
 
     def __post_init__(self):
+        from kitlib.data.tiles import AGGREGATES
         from kitlib.models.infer import tta_views
 
         tta_views(self.tta, self.scales)  # KitError naming the valid modes, or the valid range of scales
+        if self.aggregate is not None and self.aggregate not in AGGREGATES:
+            raise KitError(f"aggregate {self.aggregate!r}: choose one of {', '.join(AGGREGATES)}, or None.")
 
     def smoke(self) -> SubmitParams:
         """Unchanged: missing runs are trained as tiny stand-ins (see trained_runs)."""

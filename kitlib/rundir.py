@@ -4,6 +4,7 @@
       config.json          the resolved TrainConfig, model spec, normalization, counts, kit version, git commit
       metrics.csv          one row per epoch, and per_class_f1.csv beside it (kitlib.logbook)
       curves.png           the learning curves (kitlib.logbook)
+      tile_votes.png       a tile model's validation slides, each tile in the colour of its vote (kitlib.logbook)
       last.pt, best.pt     checkpoints (kitlib.checkpoint): last.pt resumes, best.pt predicts
       val_probs.npy        (N_val, K) float32: the best model's probabilities on the validation samples
       val.csv              sample_index,label of those N_val samples, in the same order
@@ -34,6 +35,7 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 PER_CLASS_F1 = "per_class_f1.csv"
 CURVES = "curves.png"
+TILE_VOTES = "tile_votes.png"
 LAST = "last.pt"
 BEST = "best.pt"
 VAL_PROBS = "val_probs.npy"
@@ -68,11 +70,18 @@ class Normalization:
     """(h, w) the images were decoded to (the cache key, with `fit`)."""
     fit: str
     """How other shapes reached `cache_size`: squash, pad or crop."""
+    tiles: dict | None = None
+    """The TileSpec (kitlib.data.tiles) the model was trained on, as a dict; None: whole images."""
+    aggregate: str = "mean"
+    """How a tile model's tile predictions make an image's: mean, coverage or logit."""
+    mask_channel: bool = False
+    """The model takes the mask as a 4th input channel (masks='channel')."""
 
     def to_dict(self) -> dict:
-        """The checkpoint's form: {mean, std, size, cache_size, fit} of plain lists."""
+        """The checkpoint's form: {mean, std, size, cache_size, fit, tiles, aggregate, mask_channel}, plain values."""
         return {"mean": list(self.mean), "std": list(self.std), "size": list(self.size),
-                "cache_size": list(self.cache_size), "fit": self.fit}
+                "cache_size": list(self.cache_size), "fit": self.fit, "tiles": self.tiles,
+                "aggregate": self.aggregate, "mask_channel": self.mask_channel}
 
     @classmethod
     def from_dict(cls, value, source: str) -> Normalization:
@@ -82,7 +91,8 @@ class Normalization:
                            "it was not written by the kit's training loop. Retrain it with kitlib.")
         size = tuple(int(s) for s in value["size"])
         return cls(tuple(float(m) for m in value["mean"]), tuple(float(s) for s in value["std"]), size,
-                   tuple(int(s) for s in value.get("cache_size") or size), str(value.get("fit", "squash")))
+                   tuple(int(s) for s in value.get("cache_size") or size), str(value.get("fit", "squash")),
+                   value.get("tiles"), str(value.get("aggregate", "mean")), bool(value.get("mask_channel", False)))
 
 
 # --------------------------------------------------------------------------------------------- config.json

@@ -88,3 +88,53 @@ def tinyimagenet_competition(root: Path) -> Path:
 def snapshot(root: Path) -> dict[str, int]:
     """Every path under `root` with its modification time: proof nothing was written there."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+SLIDE_LABELS = ["HER2(+)", "Triple negative", "Luminal A", "Luminal B, HER2(-)"]
+
+
+def pattern(kind: int, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 texture of class `kind`: stripes across, stripes down, a checkerboard, dots."""
+    y, x = np.mgrid[:size, :size]
+    ink = [(y // 3) % 2 == 0, (x // 3) % 2 == 0, ((y // 4) + (x // 4)) % 2 == 0,
+           ((y % 6) < 2) & ((x % 6) < 2)][kind % 4]
+    out = np.full((size, size, 3), (235, 225, 235), np.uint8)
+    out[ink] = (40, 20, 90)
+    return out
+
+
+def slide_competition(root: Path, *, per_class=(6, 5, 4, 3), test: int = 8, size=(150, 190), seed: int = 0,
+                      tile: int = 24) -> Path:
+    """Slides in the CSV layout: pink noise 'tissue', the class's texture in 1-2 masked regions of
+    `tile` px, and one distractor of another class outside the mask; labels like the course's."""
+    rng = np.random.default_rng(seed)
+    (root / "train_data").mkdir(parents=True, exist_ok=True)
+    (root / "test_data").mkdir(parents=True, exist_ok=True)
+
+    def slide(label: int, folder: Path, number: int) -> str:
+        h, w = size
+        pixels = np.clip(rng.normal((200, 150, 180), 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        spots = [(rng.integers(4, h - 2 * tile - 4), rng.integers(4, w // 2 - tile)) for _ in range(1 + number % 2)]
+        for y, x in spots:
+            pixels[y:y + tile, x:x + tile] = pattern(label, tile)
+            mask[y:y + tile, x:x + tile] = 255
+        other = (label + 1 + number % 3) % 4  # a distractor of another class, outside the mask
+        y, x = rng.integers(4, h - tile - 4), rng.integers(w // 2 + 4, w - tile - 4)
+        pixels[y:y + tile, x:x + tile] = pattern(other, tile)
+        Image.fromarray(pixels).save(folder / f"img_{number:04d}.png")
+        Image.fromarray(mask).save(folder / f"mask_{number:04d}.png")
+        return f"img_{number:04d}.png"
+
+    rows, number = [], 0
+    for label, count in enumerate(per_class):
+        for _ in range(count):
+            rows.append([slide(label, root / "train_data", number), SLIDE_LABELS[label]])
+            number += 1
+    write_csv(root / "train_labels.csv", rows)
+    answers = []
+    for i in range(test):
+        answers.append([slide(i % 4, root / "test_data", i), SLIDE_LABELS[i % 4]])
+    write_csv(root / "sample_submission.csv", [[name, SLIDE_LABELS[0]] for name, _ in answers])
+    write_csv(root.parent / f"{root.name}_answers.csv", answers)
+    return root

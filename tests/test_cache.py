@@ -158,7 +158,7 @@ def test_truncated_and_non_image_files_are_named(tmp_path):
 
 def test_big_caches_are_memory_mapped(tmp_path, monkeypatch, capsys):
     paths = [noise_png(tmp_path / f"{i}.png", (8, 8), seed=i) for i in range(3)]
-    monkeypatch.setattr(cache, "_total_ram", lambda: 100)  # pretend the machine has 100 bytes
+    monkeypatch.setattr(cache, "total_ram", lambda: 100)  # pretend the machine has 100 bytes
     images = cache.decode(paths, size=8, progress=False).images
     assert "memory-mapped from disk (over half the RAM)" in capsys.readouterr().out
     assert images.shape == (3, 3, 8, 8) and int(images[0].sum()) > 0

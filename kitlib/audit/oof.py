@@ -17,9 +17,10 @@ import torch
 from kitlib import checkpoint, rundir
 from kitlib.audit.config import AuditConfig
 from kitlib.audit.pixels import knn_distance, robust_z
-from kitlib.augment import EvalTransform, eval_transform
+from kitlib.augment import EvalTransform, MaskEvalTransform, eval_transform
 from kitlib.data.dataset import TrainingData
 from kitlib.data.splits import stratified_folds
+from kitlib.data.tiles import aggregate
 from kitlib.errors import KitError
 from kitlib.models import head
 from kitlib.models.infer import probabilities
@@ -42,8 +43,8 @@ class FoldModel:
 
     model: torch.nn.Module
     """The network, on `device`, in eval mode."""
-    transform: EvalTransform
-    """Its eval transform (the checkpoint's normalization)."""
+    transform: EvalTransform | MaskEvalTransform
+    """Its eval transform (the checkpoint's normalization; with the mask as channel 3 when it sees masks)."""
     device: torch.device
     precision: str
 
@@ -54,7 +55,8 @@ def load_fold_model(run: Path, device=None) -> FoldModel:
     model, saved = checkpoint.load_model(run / rundir.BEST, device)
     norm = Normalization.from_dict(saved.get("normalization"), str(run))
     model = model.to(memory_format=torch.channels_last)
-    return FoldModel(model, eval_transform(size=norm.size, mean=norm.mean, std=norm.std), device,
+    transform = eval_transform(size=norm.size, mean=norm.mean, std=norm.std)
+    return FoldModel(model, MaskEvalTransform(transform) if norm.mask_channel else transform, device,
                      pick_precision(device))
 
 
@@ -70,6 +72,28 @@ def features_and_probs(fold: FoldModel, images: torch.Tensor, rows: torch.Tensor
         hook.remove()
     feats = torch.cat(captured).flatten(1)
     return torch.nn.functional.normalize(feats, dim=1), probs
+
+
+def sample_features_and_probs(fold: FoldModel, data: TrainingData, rows: torch.Tensor, *,
+                              batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """((n, D) L2-normalized features, (n, K) probabilities) of the samples `rows`, as the fold model sees them:
+    whole images (with the mask as channel 3 for masks='channel'), or each image's fixed tiles, their
+    features averaged and their probabilities aggregated as in training (kitlib.data.tiles.aggregate)."""
+    if data.tiles is None:
+        images = data.images if data.mask_mode != "channel" else torch.cat([data.images, data.masks], 1)
+        return features_and_probs(fold, images, rows, batch_size=batch_size)
+    tiles = data.tiles
+    tile_rows, owner = tiles.owned(rows)
+    feats, probs = [], []
+    for start in range(0, len(tile_rows), batch_size):
+        f, p = features_and_probs(fold, tiles.cut(tile_rows[start:start + batch_size]), torch.arange(
+            min(batch_size, len(tile_rows) - start)), batch_size=batch_size)
+        feats.append(f)
+        probs.append(p)
+    feats, probs = torch.cat(feats), torch.cat(probs)
+    mean_feats = torch.zeros(len(rows), feats.shape[1]).index_add_(0, owner, feats)
+    return (torch.nn.functional.normalize(mean_feats, dim=1),
+            aggregate(probs, owner, len(rows), "mean", tiles.coverage[tile_rows]))
 
 
 def fold_data(data: TrainingData, folds: np.ndarray, fold: int) -> TrainingData:
@@ -123,9 +147,11 @@ def out_of_fold(data: TrainingData, config: AuditConfig, out: Path, *, deadline:
             print(f"audit: fold {i + 1} of {config.folds}")
             fit(split, train_config, folder, resume=True)
         fold = load_fold_model(folder, device)
-        reference = trained[torch.from_numpy(rng.permutation(len(trained))[:4000])]  # (<= 4000,) rows
-        ref_feats, _ = features_and_probs(fold, data.images, reference)
-        feats, p = features_and_probs(fold, data.images, held)
+        # (<= 4000,) reference rows (fewer when each is many tiles: ~4,000 forward passes)
+        per_sample = 1 if data.tiles is None else max(1, round(len(data.tiles) / len(data.ids)))
+        reference = trained[torch.from_numpy(rng.permutation(len(trained))[:max(200, 4000 // per_sample)])]
+        ref_feats, _ = sample_features_and_probs(fold, data, reference)
+        feats, p = sample_features_and_probs(fold, data, held)
         probs[held.numpy()] = p.numpy()
         # log: distances are skewed right, their logs close to normal; z within the fold, since
         # each fold's model has its own feature scale

@@ -219,6 +219,29 @@ def eval_transform(*, size: tuple[int, int], mean, std) -> EvalTransform:
     return EvalTransform(tuple(size), mean, std)
 
 
+def mask_channel(masks: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) uint8 masks -> float32 (B, 1, H, W) in {-1, 1}: the extra input channel of masks='channel'."""
+    return (masks > 0).float() * 2 - 1
+
+
+@dataclass(frozen=True)
+class MaskEvalTransform:
+    """The eval transform of a model that also sees the mask: uint8 (B, 4, h, w) -> float32 (B, 4, H, W).
+
+    Channels 0-2 go through the image's EvalTransform; channel 3, the mask, is resized with nearest
+    neighbours (labels stay labels) and becomes mask_channel's {-1, 1}.
+    """
+
+    images: EvalTransform
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, h, w) uint8 image + mask -> (B, 4, H, W) float32."""
+        masks = x[:, 3:]
+        if masks.shape[-2:] != self.images.size:
+            masks = F.interpolate(masks.float(), self.images.size, mode="nearest")
+        return torch.cat([self.images(x[:, :3].contiguous()), mask_channel(masks)], 1)
+
+
 # --- strength schedules, statistics, preview -------------------------------------------------------
 
 SCHEDULES = {

@@ -105,8 +105,13 @@ def common_size(paths: Sequence[str | Path]) -> tuple[int, int]:
 
 def _key(paths, masks, size, fit) -> str:
     """A digest of everything the pixels depend on: files (path, bytes, mtime), size, fit."""
-    lines = [json.dumps([CACHE_VERSION, list(size), fit])]
-    for path in paths + (masks or []):
+    return files_key(paths + (masks or []), [CACHE_VERSION, list(size), fit])
+
+
+def files_key(paths: Sequence[str | None], params: list) -> str:
+    """A 20-hex digest of `params` (JSON) and every file's absolute path, size and mtime (None: no file)."""
+    lines = [json.dumps(params)]
+    for path in paths:
         if path is None:
             lines.append("-")
             continue
@@ -119,7 +124,7 @@ def _key(paths, masks, size, fit) -> str:
 # ---------------------------------------------------------------------------------------------
 # Decoding one image: any mode PIL reads, EXIF orientation, then the fit geometry.
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """8-bit RGB from any mode: 16-bit scaled down, transparency composited onto black."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(im)
@@ -132,12 +137,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def _to_mask(im: Image.Image) -> Image.Image:
+def to_mask(im: Image.Image) -> Image.Image:
     """Masks keep their values: palette indices stay indices, 16-bit is scaled to 8-bit."""
     if im.mode in ("L", "P"):
         return im if im.mode == "L" else Image.fromarray(np.asarray(im), "L")
     if im.mode.startswith("I") or im.mode == "F":
-        return _to_rgb(im).convert("L")
+        return to_rgb(im).convert("L")
     return im.convert("L")
 
 
@@ -171,7 +176,7 @@ def _open(path: str | Path, size: tuple[int, int]) -> Image.Image:
 def read_image(path: str | Path, size: tuple[int, int], fit: str) -> np.ndarray:
     """One image as (3, H, W) uint8, exactly as the cache stores it."""
     with _open(path, size) as im:
-        return np.asarray(_fit(_to_rgb(im), size, fit, Image.BILINEAR)).transpose(2, 0, 1)
+        return np.asarray(_fit(to_rgb(im), size, fit, Image.BILINEAR)).transpose(2, 0, 1)
 
 
 def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str | Path) -> np.ndarray:
@@ -180,7 +185,7 @@ def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str
         if oriented_size(im) != oriented_size(image):
             raise OSError("mask is {}x{} but its image {} is {}x{}".format(
                 *oriented_size(im), Path(image_path).name, *oriented_size(image)))
-        return np.asarray(_fit(_to_mask(upright(im)), size, fit, Image.NEAREST))[None]
+        return np.asarray(_fit(to_mask(upright(im)), size, fit, Image.NEAREST))[None]
 
 
 def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -294,7 +299,8 @@ def _consume(results, bar, errors) -> None:
         errors.extend(failed)
 
 
-def _total_ram() -> int:
+def total_ram() -> int:
+    """Bytes of physical memory (2**40 where the OS does not say)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume plenty
@@ -309,7 +315,7 @@ def _load(folder: Path) -> Decoded:
         if name == "masks" and not file.exists():
             arrays.append(None)
             continue
-        nbytes, big = file.stat().st_size, file.stat().st_size > _total_ram() // 2
+        nbytes, big = file.stat().st_size, file.stat().st_size > total_ram() // 2
         # copy-on-write mapping: torch gets a writable array, nothing is ever written back
         array = np.load(file, mmap_mode="c") if big else np.load(file)
         arrays.append(torch.from_numpy(array))

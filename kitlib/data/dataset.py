@@ -21,7 +21,9 @@ import torch
 from kitlib import models
 from kitlib.data.cache import common_size, decode_table
 from kitlib.data.layouts import Competition, load_competition
+from kitlib.data.masks import choose_masks
 from kitlib.data.splits import holdout, stratified_folds
+from kitlib.data.tiles import TileSpec, Tiles, build_tiles
 from kitlib.errors import KitError
 from kitlib.files import read_csv_strings
 from kitlib.runtime import pick_device
@@ -53,6 +55,13 @@ class TrainingData:
     """(N_val,) int64 rows to validate on (empty when training on everything)."""
     fit: str
     """How images were brought to their size: 'squash', 'pad' or 'crop'."""
+    tiles: Tiles | None = None
+    """The tiles cut at native resolution inside the masks (masks 'tiles' or 'crop'): what the model
+    trains on and predicts from, image by image; None: the model sees the whole `images`."""
+    mask_mode: str = "ignore"
+    """How masks are used: ignore, tiles, crop, or channel (the mask as a 4th input channel)."""
+    mask_reason: str = ""
+    """Why (masks='auto' says what it saw)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -60,8 +69,11 @@ class TrainingData:
         return tuple(self.images.shape[-2:])
 
     def class_counts(self) -> np.ndarray:
-        """(K,) training samples per class."""
-        return np.bincount(self.targets[self.train_index].numpy(), minlength=len(self.classes))
+        """(K,) training examples per class: samples, or the tiles of the training samples."""
+        rows = self.train_index
+        if self.tiles is not None:
+            rows = self.tiles.tile_sample[self.tiles.tiles_of(rows)]
+        return np.bincount(self.targets[rows].numpy(), minlength=len(self.classes))
 
 
 def apply_decisions(samples: pd.DataFrame, path: str | Path, classes: list[str]) -> pd.DataFrame:
@@ -96,11 +108,14 @@ def apply_decisions(samples: pd.DataFrame, path: str | Path, classes: list[str])
 def prepare(competition: Competition, *, size: int | tuple[int, int] | None = None, fit: str = "squash",
             val_fraction: float = 0.2, folds: int | None = None, fold: int = 0, seed: int = 0,
             group_column: str | None = None, decisions: str | Path | None = None,
+            tiles: TileSpec | None = None, mask_mode: str = "ignore", mask_reason: str = "",
             progress: bool = True) -> TrainingData:
     """Decode the labelled samples and split them (the layout's own validation split, else stratified).
 
     `folds`/`fold` pick fold `fold` of stratified K folds as validation; `val_fraction=0` trains on
-    everything (no validation); `group_column` keeps a group's samples on one side.
+    everything (no validation); `group_column` keeps a group's samples on one side. `tiles`: also cut
+    the samples' tiles (kitlib.data.tiles); the split is per sample, so one image's tiles are never
+    on both sides.
     """
     samples = competition.samples
     if group_column is not None and group_column not in samples.columns:
@@ -118,11 +133,12 @@ def prepare(competition: Competition, *, size: int | tuple[int, int] | None = No
         samples = kept
         targets = samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
     decoded = decode_table(samples, size=size, fit=fit, progress=progress)
+    cut = None if tiles is None else build_tiles(samples["image"], samples["mask"], tiles, progress=progress)
     return TrainingData(
         classes=list(competition.classes), ids=list(samples["sample_index"]),
         images=decoded.images, masks=decoded.masks, targets=torch.from_numpy(targets),
         train_index=torch.from_numpy(np.flatnonzero(~is_val)), val_index=torch.from_numpy(np.flatnonzero(is_val)),
-        fit=fit)
+        fit=fit, tiles=cut, mask_mode=mask_mode, mask_reason=mask_reason)
 
 
 def _split(samples, targets, groups, val_fraction, folds, fold, seed) -> np.ndarray:
@@ -141,24 +157,31 @@ def _split(samples, targets, groups, val_fraction, folds, fold, seed) -> np.ndar
 
 # --------------------------------------------------------------------------------------------- as a config says
 
+def training_size(config, common: tuple[int, int], device_type: str) -> int:
+    """The side (px) the model sees: `config.image_size`, else the pretrained weights' size, else AUTO_DECODE_CAP."""
+    if config.image_size:
+        return config.image_size
+    if config.pretrained or config.weights is not None:
+        model = config.model if config.model != "auto" else models.default_name(max(common), device_type, True)
+        return models.input_size(model, True)
+    return AUTO_DECODE_CAP.get(device_type, 64)
+
+
 def decode_size(config, common: tuple[int, int], device_type: str) -> tuple[int, int]:
     """(H, W) to decode images to: `config.decode_size`, else their most `common` (H, W) shrunk to the training size.
 
-    `config` is a kitlib.train.TrainConfig. The training size is its `image_size`, else the pretrained
-    weights' size, else AUTO_DECODE_CAP of the device type; the aspect ratio is kept.
+    `config` is a kitlib.train.TrainConfig; see training_size. The aspect ratio is kept.
     """
     if config.decode_size:
         return config.decode_size, config.decode_size
-    pretrained = config.pretrained or config.weights is not None
-    if config.image_size:
-        cap = config.image_size
-    elif pretrained:
-        model = config.model if config.model != "auto" else models.default_name(max(common), device_type, True)
-        cap = models.input_size(model, True)
-    else:
-        cap = AUTO_DECODE_CAP.get(device_type, 64)
-    scale = min(1.0, cap / max(common))
+    scale = min(1.0, training_size(config, common, device_type) / max(common))
     return max(1, round(common[0] * scale)), max(1, round(common[1] * scale))
+
+
+def tile_spec(config, mode: str, size: int) -> TileSpec:
+    """The TileSpec of a TrainConfig for mask mode 'tiles' or 'crop' and a tile side of `size` px."""
+    return TileSpec(mode=mode, size=size, scale=config.tile_scale, coverage=config.tile_coverage,
+                    min_area=config.tile_min_area, per_image=config.tiles_per_image)
 
 
 def prepare_for(competition: Competition | str | Path, config, *, decisions: str | Path | None = None,
@@ -170,15 +193,21 @@ def prepare_for(competition: Competition | str | Path, config, *, decisions: str
     """
     if not isinstance(competition, Competition):
         competition = load_competition(competition)
-    size = config.decode_size
-    if not size:
-        common = common_size(competition.samples["image"])
-        size = decode_size(config, common, pick_device(config.device).type)
-        if size != common:
-            print(f"decoding at {size[1]}x{size[0]} px (most images are {common[1]}x{common[0]}); "
-                  "set decode_size (--decode-size) to choose")
+    device_type = pick_device(config.device).type
+    common = common_size(competition.samples["image"])
+    side = training_size(config, common, device_type)
+    mode, reason = choose_masks(config.masks, competition, side)
+    if config.masks == "auto" or mode != "ignore":
+        print(f"masks: {mode}: {reason}")
+    size = config.decode_size or decode_size(config, common, device_type)
+    if not config.decode_size and size != common:
+        print(f"decoding at {size[1]}x{size[0]} px (most images are {common[1]}x{common[0]})"
+              + (" for the audit and the figures; the model sees the tiles" if mode in ("tiles", "crop") else "")
+              + "; set decode_size (--decode-size) to choose")
     if not split:
         competition = replace(competition, samples=competition.samples.assign(split="train"))
     return prepare(competition, size=size, fit=config.fit, val_fraction=config.val_fraction if split else 0.0,
                    folds=config.folds if split else None, fold=config.fold, seed=config.seed,
-                   decisions=decisions, progress=config.progress)
+                   decisions=decisions, progress=config.progress,
+                   tiles=tile_spec(config, mode, side) if mode in ("tiles", "crop") else None,
+                   mask_mode=mode, mask_reason=reason)

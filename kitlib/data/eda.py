@@ -11,11 +11,16 @@ matplotlib.use("Agg")  # figures are files for the report; no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from kitlib.data.cache import decode_table  # noqa: E402
-from kitlib.data.images import image_size  # noqa: E402
+from kitlib.data.dataset import AUTO_DECODE_CAP  # noqa: E402
+from kitlib.data.images import image_size, open_image, upright  # noqa: E402
 from kitlib.data.layouts import Competition  # noqa: E402
+from kitlib.data.masks import choose_masks  # noqa: E402
+from kitlib.data.tiles import TileSpec, build_tiles  # noqa: E402
+from kitlib.runtime import pick_device  # noqa: E402
 from kitlib.figures import save_figure, shorten  # noqa: E402
 
 MAX_IMAGES = 5000  # per split: enough for every statistic here, and fast on any data set
@@ -135,12 +140,74 @@ def plot_brightness(train: np.ndarray, test: np.ndarray | None, path: Path) -> P
     return _save(fig, path)
 
 
+def plot_mask_coverage(train: np.ndarray, test: np.ndarray | None, path: Path) -> Path:
+    """Histogram of the share of each image its mask covers, train vs test (images without a mask count as 0)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for values, name in [(train, "train"), (test, "test")]:
+        if values is not None and len(values):
+            ax.hist(values, bins=np.linspace(0, 1, 41), alpha=0.6, label=f"{name} (median {np.median(values):.2f}, "
+                    f"{(values == 0).mean():.0%} empty)")
+    ax.set_xlabel("share of the image inside its mask")
+    ax.set_ylabel("images")
+    ax.set_title("Mask coverage: how much of each image is marked")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _coverage(table: pd.DataFrame, progress: bool) -> np.ndarray:
+    """(N,) share of each image inside its mask (0 without one), from masks decoded at 64 px (squashed)."""
+    decoded = decode_table(table, size=64, fit="squash", progress=progress)
+    if decoded.masks is None:
+        return np.zeros(len(table))
+    return (decoded.masks.flatten(1) > 0).float().mean(1).numpy()
+
+
+def _outline(ax, mask: np.ndarray, color: str = "lime") -> None:
+    if mask.any():
+        ax.contour(mask, levels=[0.5], colors=color, linewidths=0.8)
+
+
+def plot_tiles(competition: Competition, spec: TileSpec, path: Path, *, per_class: int = 2,
+               shown: int = 5, progress: bool = False) -> Path:
+    """The tiles of a few slides per class: each slide (mask outlined, fixed tiles boxed) beside its first tiles."""
+    samples = competition.samples[competition.samples["mask"].notna()]
+    picked = pd.concat([samples[samples["label"] == c].head(per_class) for c in competition.classes[:GRID_CLASSES // 2]])
+    tiles = build_tiles(picked["image"], picked["mask"], spec, progress=progress)
+    fig = plt.figure(figsize=(2.4 + 1.2 * shown, 2.2 * len(picked)))
+    grid = fig.add_gridspec(len(picked), shown + 2)
+    for row, (n, (_, sample)) in enumerate(zip(range(len(picked)), picked.iterrows())):
+        ax = fig.add_subplot(grid[row, :2])
+        with open_image(sample["image"]) as im:
+            ax.imshow(np.asarray(upright(im).convert("RGB")))
+        with open_image(sample["mask"]) as m:
+            _outline(ax, np.asarray(upright(m).convert("L")) > 0)
+        rows = tiles.tiles_of(torch.tensor([n]))
+        scale = 1 / spec.scale
+        for piece, y, x in tiles.grid[rows].tolist():
+            if spec.mode == "tiles":  # the piece's corner in the image, at native resolution
+                y0, x0 = tiles.origins[piece]
+                ax.add_patch(plt.Rectangle(((x0 + x) * scale, (y0 + y) * scale), spec.size * scale,
+                                           spec.size * scale, fill=False, edgecolor="yellow", linewidth=0.7))
+        ax.set_title(f"{shorten(sample['label'], 28)}: {len(rows)} tiles ({tiles.status[n]})", fontsize=8, loc="left")
+        ax.axis("off")
+        for col, image in enumerate(tiles.cut(rows[:shown]).permute(0, 2, 3, 1).numpy()):
+            tile_ax = fig.add_subplot(grid[row, 2 + col])
+            tile_ax.imshow(image)
+            tile_ax.axis("off")
+    fig.suptitle(f"{spec.mode} of {spec.size} px at {spec.scale:g}x native resolution: slides (mask outlined, "
+                 "fixed tiles boxed) and their first tiles", y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.99))
+    return save_figure(fig, path, bbox_inches="tight")
+
+
 def run_eda(competition: Competition, out_dir: str | Path = "images", *, size: int | None = None,
-            progress: bool = True) -> list[Path]:
+            masks: str = "auto", tile_size: int | None = None, progress: bool = True) -> list[Path]:
     """Write every EDA figure as PNG into `out_dir` and return their paths.
 
     Images are decoded at `size` px (default: their most common size, at most 128) with padding,
-    from a random subset of at most 5,000 per split.
+    from a random subset of at most 5,000 per split. With masks: their coverage, and (when `masks`
+    resolves to tiles or crop, see kitlib.data.masks) the tiles of a few slides per class, cut at
+    `tile_size` px (default: the training size on this device).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,15 +218,23 @@ def run_eda(competition: Competition, out_dir: str | Path = "images", *, size: i
     size = size or min(128, max(common[0][0]))
     decoded = decode_table(train, size=size, fit="pad", progress=progress)
     images = decoded.images.numpy()
-    masks = decoded.masks.numpy() if decoded.masks is not None else None
+    mask_pixels = decoded.masks.numpy() if decoded.masks is not None else None
     test_images = decode_table(test, size=size, fit="pad", progress=progress).images.numpy() if len(test) else None
     paths = [
         plot_class_counts(competition, out / "eda_class_counts.png"),
-        plot_samples(competition, images, masks, train, out / "eda_samples.png"),
+        plot_samples(competition, images, mask_pixels, train, out / "eda_samples.png"),
         plot_sizes(train_sizes, _sizes(test, progress) if len(test) else np.zeros((0, 2)), out / "eda_sizes.png"),
         plot_channels(images, test_images, out / "eda_channels.png"),
         plot_brightness(images, test_images, out / "eda_train_vs_test.png"),
     ]
+    if mask_pixels is not None and masks != "ignore":
+        coverage = [_coverage(table, progress) if len(table) else None for table in (train, test)]
+        paths.append(plot_mask_coverage(coverage[0], coverage[1], out / "eda_mask_coverage.png"))
+        tile_size = tile_size or AUTO_DECODE_CAP.get(pick_device().type, 64)
+        mode, reason = choose_masks(masks, competition, tile_size)
+        print(f"masks: {mode}: {reason}")
+        if mode in ("tiles", "crop"):
+            paths.append(plot_tiles(competition, TileSpec(mode=mode, size=tile_size), out / "eda_tiles.png"))
     print(competition.summary())
     print(f"most common image sizes (w, h) of {len(train)} training images: {common}")
     return paths

@@ -163,6 +163,7 @@ def create(
     pretrained: bool = False,
     weights: str | Path | None = None,
     norm: str = "batch",
+    in_channels: int = 3,
     **options,
 ) -> nn.Module:
     """Model `name` with a new `num_classes`-way head, optionally from pretrained weights.
@@ -173,13 +174,17 @@ def create(
     works, one KitError names the file, its URL and where to put it. `norm` picks the kit nets'
     normalization (torchvision nets keep their own: only 'batch' is accepted there). `options` go
     to resnet.ResNetConfig for the kit's nets, to the torchvision builder otherwise (dropout=0.3).
+    `in_channels` > 3 widens the first convolution (e.g. 4: the mask as an extra channel); the extra
+    input channels start with zero weights, so pretrained features are unchanged at the start.
     """
     _check_name(name)
     if num_classes < 1:
         raise KitError(f"num_classes {num_classes}: need at least 1")
+    if in_channels < 3:
+        raise KitError(f"in_channels {in_channels}: the models take RGB images, plus extra channels (>= 3).")
     path = _weights_file(name, pretrained, weights)
     if name in resnet.PRESETS:
-        return resnet.build(name, num_classes, norm=norm, **options)
+        return widen_input(resnet.build(name, num_classes, norm=norm, **options), in_channels)
     if norm != "batch":
         raise KitError(
             f"norm {norm!r}: {name} keeps torchvision's own normalization layers; use norm='batch' (for "
@@ -192,6 +197,23 @@ def create(
     if path is not None:
         _load(model, name, path)
     _replace_head(model, num_classes)
+    return widen_input(model, in_channels)
+
+
+def widen_input(model: nn.Module, in_channels: int) -> nn.Module:
+    """The model with its first convolution taking `in_channels` inputs: RGB weights kept, the extra ones zero."""
+    conv_name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if conv.in_channels == in_channels:
+        return model
+    wider = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      conv.groups, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, :conv.in_channels] = conv.weight
+        if conv.bias is not None:
+            wider.bias.copy_(conv.bias)
+    parent, _, child = conv_name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, wider)
     return model
 
 

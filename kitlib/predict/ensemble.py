@@ -12,6 +12,7 @@ distinct (cache size, fit) and each run applies its own eval transform (its chec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ from tqdm.auto import tqdm
 
 import kitlib
 from kitlib import checkpoint, rundir
-from kitlib.augment import eval_transform
+from kitlib.augment import MaskEvalTransform, eval_transform
 from kitlib.data import cache
+from kitlib.data.tiles import AGGREGATES, TileSpec, Tiles, build_tiles
+from kitlib.data.tiles import aggregate as aggregate_tiles
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.errors import KitError
 from kitlib.models.infer import TTA_MODES, probabilities, tta_views, view_count  # noqa: F401 (TTA_MODES: API)
@@ -66,10 +69,20 @@ class Run:
         norm = self.normalization
         return norm.cache_size, norm.fit
 
-    def transform(self):
-        """The run's eval transform: uint8 (B, 3, h, w) -> normalized float32 (B, 3, H, W)."""
+    def input_key(self) -> tuple:
+        """What the test images must become for this run: ('tiles', spec as JSON) for a tile model, else
+        ('images', (h, w), fit, whether the mask is a channel). Runs with one key share the decoding."""
         norm = self.normalization
-        return eval_transform(size=norm.size, mean=norm.mean, std=norm.std)
+        if norm.tiles is not None:
+            return "tiles", json.dumps(norm.tiles, sort_keys=True)
+        return "images", norm.cache_size, norm.fit, norm.mask_channel
+
+    def transform(self):
+        """The run's eval transform: uint8 (B, 3, h, w) -> normalized float32 (B, 3, H, W); with the mask
+        as a channel, (B, 4, h, w) -> (B, 4, H, W)."""
+        norm = self.normalization
+        images = eval_transform(size=norm.size, mean=norm.mean, std=norm.std)
+        return MaskEvalTransform(images) if norm.mask_channel else images
 
 
 def load_runs(paths: str | Path | Sequence[str | Path], device: str | torch.device | None = None) -> list[Run]:
@@ -115,13 +128,58 @@ def _predict_model(run: Run, pixels: torch.Tensor, views, *, device: torch.devic
     return probabilities(model, batches(), run.transform(), views=views, device=device, precision=precision)
 
 
+def _predict_tiles(run: Run, tiles: Tiles, views, *, device: torch.device, precision: str, batch_size: int,
+                   aggregate_as: str | None, bar) -> torch.Tensor:
+    """(N, K) float32 per-image probabilities of a tile model: each image's fixed tiles through the views,
+    then aggregated (the run's way unless `aggregate_as` says otherwise)."""
+    rows = torch.arange(len(tiles))
+    model = run.model.to(device, memory_format=torch.channels_last)
+    step = max(1, batch_size // max(len(f) for _, f in views))
+    sizes = tiles.counts()
+
+    def batches():
+        done = 0
+        for start in range(0, len(rows), step):
+            yield tiles.cut(rows[start:start + step])
+            finished = int((torch.cumsum(sizes, 0) <= start + step).sum())  # images whose tiles are all done
+            bar.update(finished - done)
+            done = finished
+
+    probs = probabilities(model, batches(), run.transform(), views=views, device=device, precision=precision)
+    how = aggregate_as or run.normalization.aggregate
+    return aggregate_tiles(probs, tiles.tile_sample, len(sizes), how, tiles.coverage)
+
+
+def _inputs(key: tuple, images: pd.DataFrame | torch.Tensor, progress: bool):
+    """The decoded test images of one input key: uint8 (N, 3 or 4, h, w) pixels, or the Tiles of a tile model."""
+    if key[0] == "tiles":
+        if isinstance(images, torch.Tensor):
+            raise KitError("a tile model predicts from image files: pass the sample or test table, not a tensor.")
+        return build_tiles(images["image"], images["mask"] if "mask" in images else None,
+                           TileSpec.from_dict(json.loads(key[1])), progress=progress)
+    _, size, fit, channel = key
+    if isinstance(images, torch.Tensor):
+        if channel:
+            raise KitError("a model that sees the mask predicts from image and mask files: pass the table.")
+        return images
+    masks = list(images["mask"]) if channel and "mask" in images else None
+    decoded = cache.decode(list(images["image"]), size=size, fit=fit, mask_paths=masks, progress=progress)
+    if not channel:
+        return decoded.images
+    masks = decoded.masks if decoded.masks is not None else torch.zeros_like(decoded.images[:, :1])
+    return torch.cat([decoded.images, masks], 1)
+
+
 def predict_probs(runs: Sequence[Run], images: pd.DataFrame | torch.Tensor, *, tta: str = "hflip",
                   scales: Sequence[float] = (1.0,), batch_size: int = 256, device: str | torch.device | None = None,
-                  precision: str = "auto", progress: bool = True) -> np.ndarray:
-    """(N, K) float32 class probabilities, averaged over TTA views, folds and runs.
+                  precision: str = "auto", aggregate: str | None = None, progress: bool = True) -> np.ndarray:
+    """(N, K) float32 class probabilities, per image, averaged over TTA views, folds and runs.
 
-    `images`: a sample or test table (its `image` column is decoded once per distinct run decode
-    size and fit, through the cache) or a uint8 (N, 3, h, w) tensor used as is by every run.
+    `images`: a sample or test table (its `image` column, and `mask` for models that use masks, is
+    decoded once per distinct kind of input the runs need, through the caches: whole images at a run's
+    size and fit, or tiles cut as a tile model's checkpoint says) or a uint8 (N, 3, h, w) tensor used
+    as is by every whole-image run. A tile model's tile predictions are aggregated per image as its
+    training did, unless `aggregate` ('mean', 'coverage', 'logit') says otherwise.
     `batch_size`: images per forward pass, flipped copies included. `device`: default CUDA when
     available; `precision`: 'auto' picks runtime.pick_precision's (fp16 on a T4, never bf16 on a CPU
     without fast bf16). The models are moved to `device` (channels_last) and put in eval mode.
@@ -131,6 +189,8 @@ def predict_probs(runs: Sequence[Run], images: pd.DataFrame | torch.Tensor, *, t
         raise KitError("no runs given: pass at least one Run (see load_runs).")
     check_classes(runs)
     views = tta_views(tta, scales)
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise KitError(f"aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}.")
     device = pick_device(device)
     precision = pick_precision(device, precision)
     if isinstance(images, pd.DataFrame):
@@ -140,16 +200,20 @@ def predict_probs(runs: Sequence[Run], images: pd.DataFrame | torch.Tensor, *, t
         raise KitError(f"images: expected a non-empty (N, 3, h, w) uint8 tensor, got {tuple(images.shape)} "
                        f"{images.dtype}.")
     n = len(images)
-    keys = sorted({run.decode_key() for run in runs})  # decode each (size, fit) once, then free it
+    keys = sorted({run.input_key() for run in runs}, key=str)  # decode each kind of input once, then free it
     probs: dict[int, torch.Tensor] = {}
     bar = tqdm(total=n * len(runs), unit="img", disable=not progress,
                desc=f"predict: {len(runs)} model(s) x {view_count(views)} view(s)")
     for key in keys:
-        pixels = images if isinstance(images, torch.Tensor) else cache.decode(
-            list(images["image"]), size=key[0], fit=key[1], progress=progress).images  # (N, 3, h, w) uint8
+        inputs = _inputs(key, images, progress)
         for i, run in enumerate(runs):
-            if run.decode_key() == key:
-                probs[i] = _predict_model(run, pixels, views, device=device, precision=precision,
+            if run.input_key() != key:
+                continue
+            if isinstance(inputs, Tiles):
+                probs[i] = _predict_tiles(run, inputs, views, device=device, precision=precision,
+                                          batch_size=batch_size, aggregate_as=aggregate, bar=bar)
+            else:
+                probs[i] = _predict_model(run, inputs, views, device=device, precision=precision,
                                           batch_size=batch_size, bar=bar)
     bar.close()
     groups: dict[str, list[torch.Tensor]] = {}
@@ -169,7 +233,7 @@ def _run_record(run: Run) -> dict:
 def predict_submission(runs: Sequence[Run | str | Path] | str | Path, data: Competition | str | Path,
                        out_csv: str | Path, *, tta: str = "hflip", scales: Sequence[float] = (1.0,),
                        batch_size: int = 256, device: str | torch.device | None = None,
-                       progress: bool = True) -> WrittenSubmission:
+                       aggregate: str | None = None, progress: bool = True) -> WrittenSubmission:
     """Predict the test set with the runs' ensemble and write the submission CSV and its .json record.
 
     The CSV has the sample file's columns, id order and row count (or sample_index,label over the
@@ -177,6 +241,8 @@ def predict_submission(runs: Sequence[Run | str | Path] | str | Path, data: Comp
     The .json beside it holds the models (paths, configs, git commits), the TTA and the kit version.
     """
     views = tta_views(tta, scales)  # fail on a bad option before loading anything
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise KitError(f"aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}.")
     if not isinstance(data, Competition):
         data = load_competition(data)
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
@@ -191,11 +257,13 @@ def predict_submission(runs: Sequence[Run | str | Path] | str | Path, data: Comp
     if len(data.test) == 0:
         raise KitError(f"{data.root}: no test images to predict (no test folder found).")
     probs = predict_probs(runs, data.test, tta=tta, scales=scales, batch_size=batch_size, device=device,
-                          progress=progress)
+                          aggregate=aggregate, progress=progress)
     ids = data.test["sample_index"].tolist()
     meta = {"runs": [_run_record(run) for run in runs],
             "tta": {"mode": tta, "scales": [s for s, _ in views], "views": view_count(views)},
-            "ensemble": "mean of probabilities over TTA views, then over the folds of a run, then over runs",
+            "ensemble": "mean of probabilities over TTA views, then over a tile model's tiles of an image (as "
+                        "its aggregate says), then over the folds of a run, then over runs",
+            "aggregate": aggregate or "as each tile model was trained",
             "data": str(data.root), "kit_version": kitlib.__version__, "git_commit": checkpoint.git_commit()}
     return write_submission(out_csv, ids, [classes[i] for i in probs.argmax(1)], classes=classes,
                             sample_submission=data.sample_submission, test_ids=ids,

@@ -15,6 +15,8 @@ from kitlib import models
 from kitlib.augment import PRESETS
 from kitlib.augment import SCHEDULES as STRENGTHS
 from kitlib.data.cache import FITS
+from kitlib.data.masks import MASK_MODES
+from kitlib.data.tiles import AGGREGATES
 from kitlib.errors import KitError
 from kitlib.models.resnet import NORMS
 from kitlib.runtime import PRECISIONS
@@ -96,6 +98,22 @@ class TrainConfig:
     (aspect kept) to `image_size`, to the pretrained weights' size, or else to AUTO_DECODE_CAP."""
     fit: str = "squash"
     """How other shapes reach that size: squash, pad or crop."""
+    masks: str = "auto"
+    """How the masks beside the images are used (kitlib.data.masks): ignore; tiles (windows of the training
+    size at native resolution inside the mask, predictions averaged per image); crop (each mask region's
+    box plus a margin, fitted to the training size); channel (the mask as a 4th input channel of a
+    whole-image model); auto: tiles when most images have a mask and are much larger than the training
+    size, else ignore."""
+    tile_scale: float = 1.0
+    """Resolution tiles are cut at, relative to native (0.5 for very large slides)."""
+    tile_coverage: float = 0.5
+    """Share of a tile the mask must cover (lowered per image to its best window's, so small regions count)."""
+    tile_min_area: float = 0.05
+    """Mask regions smaller than this share of a tile's area are dropped as specks."""
+    tiles_per_image: int = 32
+    """At most this many tiles of one image are validated and predicted, and trained on per epoch."""
+    aggregate: str = "mean"
+    """How tile predictions make an image's: mean (probability), coverage (weighted by mask coverage), logit."""
     precision: str = "auto"
     """bf16, fp16, fp32, or auto (from the hardware: see runtime.pick_precision)."""
     channels_last: bool = True
@@ -119,14 +137,15 @@ class TrainConfig:
         if self.epochs is not None and self.time_budget is not None:
             raise KitError("give epochs or time_budget, not both: they are alternatives.")
         for name, low in (("batch_size", 1), ("grad_accum", 1), ("epochs", 1), ("image_size", 8),
-                          ("decode_size", 8), ("early_stopping", 1), ("threads", 1)):
+                          ("decode_size", 8), ("early_stopping", 1), ("threads", 1), ("tiles_per_image", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < low):
                 raise KitError(f"{name}={value!r}: give a whole number of at least {low}.")
         for name, low, high in (("val_fraction", 0.0, 0.99), ("head_fraction", 0.01, 0.99), ("warmup", 0.0, 0.99),
                                 ("label_smoothing", 0.0, 0.99), ("strength_start", 0.0, 1.0),
                                 ("strength_ramp", 0.01, 1.0), ("early_lr_factor", 1e-4, 1.0),
-                                ("finetune_lr_scale", 1e-4, 1.0)):
+                                ("finetune_lr_scale", 1e-4, 1.0), ("tile_scale", 0.01, 4.0),
+                                ("tile_coverage", 0.01, 1.0), ("tile_min_area", 0.0, 0.99)):
             if not low <= getattr(self, name) <= high:
                 raise KitError(f"{name}={getattr(self, name)!r}: give a value from {low:g} to {high:g}.")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -155,4 +174,6 @@ def choices_of() -> dict[str, tuple[str, ...]]:
         "strength": ("auto", *STRENGTHS),
         "fit": FITS,
         "precision": ("auto", *PRECISIONS),
+        "masks": MASK_MODES,
+        "aggregate": AGGREGATES,
     }

@@ -21,14 +21,16 @@ import torch
 from tqdm.auto import tqdm
 
 from kitlib import checkpoint, logbook, metrics, rundir, runtime
+from kitlib.augment import mask_channel
 from kitlib.data.dataset import TrainingData, prepare_for
+from kitlib.data.tiles import aggregate
 from kitlib.models.infer import probabilities
 from kitlib.train import distributed
 from kitlib.train.config import TrainConfig
 from kitlib.train.loss import probability_losses, sample_losses
 from kitlib.train.recipe import enter_phase, set_lr, strength
-from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, config_record, load_last, phase_at,
-                                  restore, save_best, save_last)
+from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, config_record, eval_batches,
+                                  load_last, phase_at, restore, save_best, save_last, train_batch)
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,12 @@ class FitResult:
 def train_step(trainer: Trainer, state: State, rows: torch.Tensor, progress: float) -> float:
     """One batch: augment on the device, forward, backward, and (every grad_accum batches) an optimizer step."""
     t, config = trainer, trainer.config
-    # index_select, not images[rows]: ~20x faster on a uint8 tensor
-    images = t.images.index_select(0, rows.to(t.images.device)).to(t.device, non_blocking=True)  # (B, 3, h, w)
-    labels = t.data.targets[rows].to(t.device, non_blocking=True)
+    images, labels, masks = train_batch(t, rows, state.step)  # (B, 3, h, w) uint8, (B,), (B, 1, h, w) or None
     # per-batch generator from (seed, rank, step): augmentation is reproducible and resumable
     generator = torch.Generator(t.device).manual_seed(config.seed * 7919 + t.ctx.rank * 104729 + state.step)
-    batch = t.train_tf(images, labels, strength=strength(config, progress), generator=generator)
-    x = batch.images.contiguous(memory_format=torch.channels_last) if config.channels_last else batch.images
+    batch = t.train_tf(images, labels, masks, strength=strength(config, progress), generator=generator)
+    x = batch.images if masks is None else torch.cat([batch.images, mask_channel(batch.masks)], 1)
+    x = x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
     with runtime.autocast(t.device, config.precision):
         logits = t.net(x)
     loss = sample_losses(logits, batch.targets, label_smoothing=config.label_smoothing,
@@ -106,17 +107,16 @@ def run_epoch(trainer: Trainer, state: State) -> bool:
 
 # --------------------------------------------------------------------------------------------- validation
 
-def eval_batches(t: Trainer, rows: torch.Tensor, batch_size: int):
-    """uint8 (B, 3, h, w) batches of `t.images[rows]`, in order, for the eval transform."""
-    for start in range(0, len(rows), batch_size):
-        # index_select, not images[rows]: ~20x faster on a uint8 tensor
-        yield t.images.index_select(0, rows[start:start + batch_size].to(t.images.device))
-
-
-def validation_probs(t: Trainer, model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
-    """(N, K) float32 probabilities of `model` on the samples `rows` through the eval transform (no TTA)."""
-    return probabilities(model, eval_batches(t, rows, 2 * t.config.batch_size), t.eval_tf, device=t.device,
-                         precision=t.config.precision, channels_last=t.config.channels_last)
+def validation_probs(t: Trainer, model: torch.nn.Module, samples: torch.Tensor) -> torch.Tensor:
+    """(N, K) float32 probabilities of `model` on `samples` through the eval transform (no TTA): per image,
+    its fixed tiles' probabilities aggregated as config.aggregate says when the model sees tiles."""
+    probs = probabilities(model, eval_batches(t, samples, 2 * t.config.batch_size), t.eval_tf, device=t.device,
+                          precision=t.config.precision, channels_last=t.config.channels_last)
+    tiles = t.data.tiles
+    if tiles is None:
+        return probs
+    rows, owner = tiles.owned(samples)
+    return aggregate(probs, owner, len(samples), t.config.aggregate, tiles.coverage[rows])
 
 
 def validate(trainer: Trainer, model: torch.nn.Module) -> tuple[dict, torch.Tensor]:
@@ -227,9 +227,24 @@ def finish(t: Trainer, state: State) -> None:
                                 [t.data.classes[int(t.data.targets[i])] for i in rows], probs.numpy())
     title = f"{t.config.model} on {len(t.data.classes)} classes"
     logbook.plot_curves(t.run_dir, title=title, images_dir=t.config.images_dir)
+    if t.data.tiles is not None and len(t.data.val_index):
+        plot_votes(t, best)
     best_row = state.best or {}
     print(f"best epoch {best_row.get('epoch')}: val macro-F1 {best_row.get('val_macro_f1', math.nan):.4f}; "
           f"run saved in {t.run_dir} (best.pt, last.pt, metrics.csv, curves.png)")
+
+
+def plot_votes(t: Trainer, model: torch.nn.Module, count: int = 4) -> None:
+    """RUN/tile_votes.png: up to `count` validation slides of different classes, tiles coloured by their vote."""
+    val = t.data.val_index
+    targets = t.data.targets[val]
+    firsts = [int(val[targets == k][0]) for k in range(len(t.data.classes)) if (targets == k).any()]
+    samples = torch.tensor(firsts[:count])
+    probs = probabilities(model, eval_batches(t, samples, 2 * t.config.batch_size), t.eval_tf, device=t.device,
+                          precision=t.config.precision, channels_last=t.config.channels_last)
+    logbook.plot_tile_votes(t.data.tiles, samples, probs, t.data.classes, t.data.targets[samples].tolist(),
+                            t.run_dir / rundir.TILE_VOTES, images_dir=t.config.images_dir,
+                            title=f"{t.config.model}: validation slides, tiles coloured by the class they voted for")
 
 
 def train(competition, config: TrainConfig = TrainConfig(), out: str | Path = "runs/run", *,

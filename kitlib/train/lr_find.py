@@ -25,7 +25,7 @@ from kitlib.figures import save_figure  # noqa: E402
 from kitlib.train import distributed  # noqa: E402
 from kitlib.train.config import TrainConfig  # noqa: E402
 from kitlib.train.loop import train_step  # noqa: E402
-from kitlib.train.trainer import State, build_trainer  # noqa: E402
+from kitlib.train.trainer import State, batch_order, build_trainer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: f
                           resuming=False)
     state, lrs, losses, smooth, best = State(), [], [], 0.0, math.inf
     t.net.train()
-    order = t.data.train_index
+    order = batch_order(t, 0)  # training samples, or their tiles
     size = t.config.batch_size
     for i in tqdm(range(steps), desc="lr_find", disable=not config.progress):
         lr = start * (end / start) ** (i / max(steps - 1, 1))

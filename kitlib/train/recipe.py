@@ -54,11 +54,12 @@ def phases(config: TrainConfig) -> list[Phase]:
 def resolve(config: TrainConfig, data: TrainingData, device: torch.device) -> TrainConfig:
     """Fill every 'auto' and None of `config` from the data and the hardware (what config.json records)."""
     pretrained = _pretrained(config)
-    model = config.model if config.model != "auto" else models.default_name(max(data.size), device.type, pretrained)
-    size = config.image_size or models.input_size(model, pretrained) or max(data.size)
+    side = data.tiles.spec.size if data.tiles is not None else max(data.size)  # what the model will see
+    model = config.model if config.model != "auto" else models.default_name(side, device.type, pretrained)
+    size = side if data.tiles is not None else config.image_size or models.input_size(model, pretrained) or side
     optimizer = config.optimizer if config.optimizer != "auto" else ("adamw" if pretrained else "sgd")
     base_lr = BASE_LR[optimizer]
-    batch = config.batch_size or auto_batch_size(len(data.train_index))
+    batch = config.batch_size or auto_batch_size(int(data.class_counts().sum()))  # samples, or tiles
     finetune = pretrained if config.finetune is None else config.finetune
     norm = config.norm if config.norm != "auto" else ("group" if batch < 16 else "batch")
     epochs = config.epochs if config.epochs or config.time_budget else 30
@@ -68,6 +69,7 @@ def resolve(config: TrainConfig, data: TrainingData, device: torch.device) -> Tr
         weight_decay=config.weight_decay if config.weight_decay is not None else WEIGHT_DECAY[optimizer],
         norm=norm if model in models.resnet.PRESETS else "batch",
         strength=config.strength if config.strength != "auto" else ("phases" if finetune else "ramp"),
+        masks=data.mask_mode,
         precision=runtime.pick_precision(device, config.precision))
 
 

@@ -68,10 +68,14 @@ class Trainer:
     scaler: torch.amp.GradScaler
     ema: EMA | None
     train_tf: augment.TrainTransform
-    eval_tf: augment.EvalTransform
+    eval_tf: augment.EvalTransform | augment.MaskEvalTransform
+    """uint8 batches (B, 3, h, w), or (B, 4, h, w) with the mask as channel 3 -> the model's float input."""
     loss_weight: torch.Tensor | None
     images: torch.Tensor
-    """The uint8 images where batches are gathered: on the GPU when they fit, else in host memory."""
+    """The uint8 images where batches are gathered: on the GPU when they fit, else in host memory
+    (tiles are cut on the CPU from data.tiles instead)."""
+    masks: torch.Tensor | None
+    """The uint8 masks beside `images` when the model sees them as a channel, else None."""
     device: torch.device
     ctx: distributed.Context
     clock: Clock
@@ -92,26 +96,35 @@ def build_trainer(data: TrainingData, config: TrainConfig, run_dir: Path, ctx: d
     config = resolve(config, data, device)
     runtime.seed_everything(config.seed)
     k = len(data.classes)
-    spec = {"name": config.model, "num_classes": k, "norm": config.norm, "options": dict(config.model_options)}
+    channels = 4 if data.mask_mode == "channel" else 3
+    spec = {"name": config.model, "num_classes": k, "norm": config.norm, "options": dict(config.model_options),
+            "in_channels": channels}
     # a resumed run overwrites every weight from last.pt: no need to fetch the pretrained file again
     model = models.create(config.model, k, pretrained=config.pretrained and not resuming,
-                          weights=None if resuming else config.weights, norm=config.norm, **config.model_options)
-    stats = models.normalization(config.model, config.pretrained) or augment.image_stats(data.images)
+                          weights=None if resuming else config.weights, norm=config.norm, in_channels=channels,
+                          **config.model_options)
+    pixels = data.tiles.sample_tensor() if data.tiles is not None else data.images  # what the model sees
+    stats = models.normalization(config.model, config.pretrained) or augment.image_stats(pixels)
     size = (config.image_size, config.image_size)
-    normalization = Normalization(stats[0], stats[1], size, data.size, data.fit)
+    normalization = Normalization(stats[0], stats[1], size, data.size, data.fit,
+                                  tiles=data.tiles.spec.to_dict() if data.tiles is not None else None,
+                                  aggregate=config.aggregate, mask_channel=channels == 4)
+    eval_tf = augment.eval_transform(size=size, mean=stats[0], std=stats[1])
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     net = torch.compile(model) if config.compile else model
     net = ctx.wrap(net)
     # batches per epoch of one process: its shard of the rows, in batches of its share of batch_size
-    per_epoch = math.ceil(math.ceil(len(data.train_index) / ctx.world) / (config.batch_size // ctx.world))
+    examples = len(data.tiles.tiles_of(data.train_index)) if data.tiles is not None else len(data.train_index)
+    per_epoch = math.ceil(math.ceil(examples / ctx.world) / (config.batch_size // ctx.world))
     return Trainer(
         config=config, data=data, model=model, net=net, optimizer=build_optimizer(config, model),
         scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
         ema=EMA(model, config.ema) if config.ema else None,
         train_tf=augment.train_transform(config.augment, size=size, mean=stats[0], std=stats[1], num_classes=k),
-        eval_tf=augment.eval_transform(size=size, mean=stats[0], std=stats[1]),
+        eval_tf=augment.MaskEvalTransform(eval_tf) if channels == 4 else eval_tf,
         loss_weight=_on(class_weight(data.class_counts(), config.class_weights), device),
-        images=_store(data.images, device), device=device, ctx=ctx,
+        images=data.images if data.tiles is not None else _store(data.images, device),
+        masks=_store(data.masks, device) if channels == 4 else None, device=device, ctx=ctx,
         clock=Clock(total_steps=(config.epochs or 1) * per_epoch, budget=config.time_budget,
                     started=started or time.perf_counter()),
         phases=phases(config), run_dir=run_dir, spec=spec, normalization=normalization)
@@ -136,11 +149,47 @@ def phase_at(trainer: Trainer, progress: float) -> Phase:
     return next(p for p in trainer.phases if progress < p.end or p is trainer.phases[-1])
 
 
+# --------------------------------------------------------------------------------------------- examples
+
 def batch_order(trainer: Trainer, epoch: int) -> torch.Tensor:
-    """This process's training rows for `epoch`: a permutation seeded by (seed, epoch), sharded over processes."""
+    """This process's training examples for `epoch`, permuted by (seed, epoch) and sharded over processes:
+    rows of the training samples, or the fixed-tile rows of the training samples (each a random window then)."""
+    data = trainer.data
+    rows = data.train_index if data.tiles is None else data.tiles.tiles_of(data.train_index)
     generator = torch.Generator().manual_seed(trainer.config.seed * 1000003 + epoch)
-    order = trainer.data.train_index[torch.randperm(len(trainer.data.train_index), generator=generator)]
+    order = rows[torch.randperm(len(rows), generator=generator)]
     return order[trainer.ctx.rank::trainer.ctx.world]
+
+
+def train_batch(t: Trainer, rows: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(uint8 (B, 3, h, w) images, (B,) int64 labels, uint8 (B, 1, h, w) masks or None) on the device.
+
+    Tiles are windows drawn at random inside their image's mask (seeded by (seed, rank, step), so a
+    resume draws the same ones); index_select, not images[rows]: ~20x faster on a uint8 tensor.
+    """
+    data = t.data
+    if data.tiles is not None:
+        generator = torch.Generator().manual_seed(t.config.seed * 7919 + t.ctx.rank * 104729 + step + 1)
+        images = data.tiles.draw(rows, generator).to(t.device, non_blocking=True)
+        return images, data.targets[data.tiles.tile_sample[rows]].to(t.device, non_blocking=True), None
+    images = t.images.index_select(0, rows.to(t.images.device)).to(t.device, non_blocking=True)
+    masks = None if t.masks is None else t.masks.index_select(0, rows.to(t.masks.device)).to(t.device)
+    return images, data.targets[rows].to(t.device, non_blocking=True), masks
+
+
+def eval_batches(t: Trainer, samples: torch.Tensor, batch_size: int):
+    """uint8 batches for the eval transform, in order: the samples' images (with the mask as channel 3 when
+    the model sees it), or their fixed tiles, image by image (Tiles.owned says whose)."""
+    data = t.data
+    if data.tiles is not None:
+        rows = data.tiles.tiles_of(samples)
+        for start in range(0, len(rows), batch_size):
+            yield data.tiles.cut(rows[start:start + batch_size])
+        return
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size].to(t.images.device)
+        images = t.images.index_select(0, chunk)
+        yield images if t.masks is None else torch.cat([images, t.masks.index_select(0, chunk)], 1)
 
 
 # --------------------------------------------------------------------------------------------- saving
@@ -149,7 +198,10 @@ def config_record(t: Trainer) -> dict:
     """What RUN/config.json holds: the resolved config, the model spec, the normalization, counts, versions."""
     return {**asdict(t.config), "model_spec": t.spec, "normalization": t.normalization.to_dict(),
             "classes": len(t.data.classes), "train_samples": len(t.data.train_index),
-            "val_samples": len(t.data.val_index), "kit_version": kitlib.__version__,
+            "val_samples": len(t.data.val_index), "masks_reason": t.data.mask_reason,
+            "tiles": None if t.data.tiles is None else {**t.data.tiles.spec.to_dict(), "count": len(t.data.tiles),
+                                                        "fallbacks": len(t.data.tiles.fallbacks())},
+            "kit_version": kitlib.__version__,
             "git_commit": checkpoint.git_commit()}
 
 
