@@ -258,7 +258,7 @@ def test_review_opens_the_image_file_at_a_readable_size_with_its_mask(tmp_path):
     grid = review.review_widget(table, data, tmp_path / "decisions.csv", competition=samples, view_size=1024)
     grid.open("s0")
     shown = Image.open(io.BytesIO(grid._view_image.value))
-    assert shown.size == (1024, 341) and grid._view_image.width == "1024"
+    assert shown.size == (1024, 341) and grid._view_image.layout.width == "1024px"
     assert "img_0.png, 3000 x 1000 px, mask outlined" in grid._view_title.value
     pixels = np.asarray(shown)
     green = (pixels == review_grid.OUTLINE).all(axis=2)

@@ -192,7 +192,7 @@ class Review:
         import ipywidgets as w
 
         self._view_title = w.HTML()
-        self._view_image = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
+        self._view_image = w.Image(format="png")
         self._view_controls = w.HBox()
         close = w.Button(description="close (Esc)", icon="times")
         close.on_click(lambda _: self.close_view())
@@ -407,7 +407,9 @@ class Review:
             where = "the decoded copy (pass competition= for the file)"
         self.viewing = sample
         self._view_image.value = png
-        self._view_image.width = str(PIL.Image.open(io.BytesIO(png)).width)  # as is; CSS shrinks it to fit
+        layout = self._view_image.layout  # the PNG's own width, shrunk to fit a narrower page
+        layout.width, layout.max_width = f"{PIL.Image.open(io.BytesIO(png)).width}px", "100%"
+        layout.height, layout.align_self = "auto", "flex-start"
         self._view_title.value = (f"<b>{html.escape(sample)}</b> &middot; {where}<pre>"
                                   f"{html.escape(caption(self.rows[sample]))}</pre>")
         self._view_controls.children = [self.actions[sample], self.labels[sample]]
