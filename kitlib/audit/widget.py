@@ -1,7 +1,7 @@
 """The review widget: suspects a page at a time, keep / drop / relabel each, every click saved as it is made.
 
     grid = Review(pd.concat([result.suspects, losses]), data, "runs/audit/decisions.csv", competition=competition)
-    grid                     # in a notebook: shows itself (JupyterLab, Colab, Voila)
+    grid                     # in a notebook: shows itself (JupyterLab, Voila)
     grid.actions["img_0007.png"].value = "drop"       # what a click does, from Python (tests, scripts)
 
 A page shows `page_size` cards: the image with its mask outlined, the given and suggested labels, the
