@@ -25,7 +25,8 @@ def unpacked(tarball: str) -> Path:
         raise MissingData(f"{src} is absent: the real-data tests and benchmarks need ../shared/data")
     root = Path(os.environ.get("KIT_CACHE_DIR") or Path.home() / ".cache" / "kit") / "shared-data"
     dest = root / f"{tarball.removesuffix('.tar.gz')}-{src.stat().st_size}"
-    if not (dest / ".done").exists():
+    done = dest.with_name(dest.name + ".done")  # beside the data, not in it: the kit warns of leftovers there
+    if not done.exists():
         tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         with tarfile.open(src) as tar:
@@ -33,7 +34,7 @@ def unpacked(tarball: str) -> Path:
         if dest.exists():  # a half-finished earlier attempt
             shutil.rmtree(dest)
         tmp.rename(dest)
-        (dest / ".done").touch()
+        done.touch()
     return dest
 
 

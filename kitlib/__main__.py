@@ -12,6 +12,7 @@ STARTED = time.perf_counter()  # --time-budget counts from here: the command's w
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from kitlib.errors import KitError  # noqa: E402
@@ -22,6 +23,13 @@ def resolve_data(data: str) -> Path:
     from kitlib.data.demo import resolve
 
     return resolve(data)
+
+
+def load_data(args):
+    """The competition DATA names, its labels CSV's columns as --id-column/--label-column say."""
+    from kitlib.data import load_competition
+
+    return load_competition(resolve_data(args.data), id_column=args.id_column, label_column=args.label_column)
 
 
 def cmd_demo(args) -> None:
@@ -36,10 +44,9 @@ def cmd_demo(args) -> None:
 
 def cmd_eda(args) -> None:
     """`eda DATA`: the EDA figures."""
-    from kitlib.data import load_competition
     from kitlib.data.eda import run_eda
 
-    paths = run_eda(load_competition(resolve_data(args.data)), args.out, size=args.size)
+    paths = run_eda(load_data(args), args.out, size=args.size)
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -48,11 +55,10 @@ def train_config(args, *, budget: bool = True):
 
     `budget=False` leaves --time-budget out (`all`'s budget covers the whole command, not training).
     """
-    import json
-
+    from kitlib.files import read_json
     from kitlib.train import TrainConfig
 
-    fields = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
+    fields = read_json(args.config, "--config file of TrainConfig fields") if getattr(args, "config", None) else {}
     flags = {"model": "model", "epochs": "epochs", "time_budget": "time_budget", "batch_size": "batch_size",
              "lr": "lr", "augment": "augment", "image_size": "size", "decode_size": "decode_size",
              "folds": "folds", "fold": "fold", "val_fraction": "val_fraction", "seed": "seed",
@@ -77,7 +83,7 @@ def cmd_audit(args) -> None:
     from kitlib.pipeline import audit_config
 
     config = audit_config(args.audit_folds, args.time_budget, train_config(args, budget=False))
-    result = audit(resolve_data(args.data), config, args.out, started=args.started)
+    result = audit(load_data(args), config, args.out, started=args.started)
     print(f"review {result.run_dir / 'suspects.png'}, then train without the suspects: python -m kitlib train "
           f"{args.data} --out RUN --decisions {result.run_dir / 'suspects.csv'}")
 
@@ -86,17 +92,16 @@ def cmd_train(args) -> None:
     """`train DATA --out RUN`: one training run."""
     from kitlib.train import train
 
-    result = train(resolve_data(args.data), train_config(args), args.out, decisions=args.decisions,
-                   resume=args.resume)
+    config = train_config(args)
+    result = train(load_data(args), config, args.out, decisions=args.decisions, resume=args.resume)
     print(f"wrote {result.run_dir} (best.pt, last.pt, config.json, metrics.csv, curves.png)")
 
 
 def cmd_predict(args) -> None:
     """`predict RUN ... --data DATA --out CSV`: the ensemble's submission."""
-    from kitlib.data import load_competition
     from kitlib.predict import predict_submission
 
-    written = predict_submission(args.runs, load_competition(resolve_data(args.data)), args.out,
+    written = predict_submission(args.runs, load_data(args), args.out,
                                  tta=args.tta, scales=args.scales, aggregate=args.aggregate)
     print(f"wrote {written.path} and {written.meta_path}")
 
@@ -107,12 +112,21 @@ def cmd_all(args) -> None:
 
     config = AllConfig(train=train_config(args, budget=False), time_budget=args.time_budget, audit=args.audit,
                        audit_folds=args.audit_folds)
-    run_all(resolve_data(args.data), config, args.out, started=args.started)
+    run_all(load_data(args), config, args.out, started=args.started)
+
+
+def _column_options(parser: argparse.ArgumentParser) -> None:
+    """--id-column and --label-column: every command that reads the labels CSV has them."""
+    parser.add_argument("--id-column", metavar="NAME", help="the labels CSV's id column (default: a known name such "
+                        "as id or image_name, else the column whose values name the image files)")
+    parser.add_argument("--label-column", metavar="NAME", help="the labels CSV's label column (default: a known name "
+                        "such as label, class or target, else the only other column)")
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
     """The options `train` and `all` share."""
     parser.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo' ('demo-images': the digits)")
+    _column_options(parser)
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs, figures")
     parser.add_argument("--model", help="model name (default: the kit's ResNet for small images); "
                         "see kitlib.models.names()")
@@ -180,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument("data", metavar="DATA", help="competition folder, or 'demo' ('demo-images': the digits)")
     eda.add_argument("--out", default="images", help="folder for the figures (default: images/)")
     eda.add_argument("--size", type=int, default=None, help="decode size in px (default: native, <= 128)")
+    _column_options(eda)
     eda.set_defaults(run=cmd_eda)
 
     audit = commands.add_parser("audit", help="flag blank, duplicate, alien and mislabeled training samples",
@@ -189,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "RUN/suspects.csv.")
     audit.add_argument("data", metavar="DATA", help="competition folder (any layout), or 'demo' ('demo-images': the digits)")
     audit.add_argument("--out", required=True, metavar="RUN", help="audit folder")
+    _column_options(audit)
     audit.add_argument("--folds", dest="audit_folds", type=int, default=DEFAULT_FOLDS, metavar="K",
                        help=f"fold models (default {DEFAULT_FOLDS}): each sample is scored by the one that never trained on it; "
                        "0: the quick audit without models (blank, duplicate, alien from thumbnails)")
@@ -216,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "validated against the sample submission, with a .json record beside it.")
     predict.add_argument("runs", nargs="+", metavar="RUN", help="run folders (their best.pt) or .pt files")
     predict.add_argument("--data", required=True, help="competition folder, or 'demo' ('demo-images': the digits)")
+    _column_options(predict)
     predict.add_argument("--out", required=True, metavar="SUBMISSION.csv")
     predict.add_argument("--tta", nargs="?", const="hflip", default="none",
                          help="test-time augmentation: hflip (the default when given bare), flips, none")
@@ -249,11 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     # the process's start under `python -m kitlib`; the call's start when called from Python
     args.started = STARTED if argv is None else time.perf_counter()
     try:
-        args.run(args)
+        with warnings.catch_warnings():  # a warning is one line, like an error
+            warnings.showwarning = _one_line
+            args.run(args)
     except KitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the command line: 'warning: MESSAGE' on stderr, no source line."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ Format 1:
 
 from __future__ import annotations
 
+import pickle
 import random
 import subprocess
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import torch
 
 import kitlib
 from kitlib.errors import KitError
-from kitlib.files import replace_atomically
+from kitlib.files import file_kind, first_sentence, replace_atomically
 
 FORMAT = 1
 
@@ -77,17 +79,27 @@ def save(checkpoint: dict, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint file written by `save`, with a clear error for anything else (a folder included)."""
+    """Read a checkpoint file written by `save`; KitError naming the file and what it seems to be for anything else.
+
+    An HTML page (a failed download), an empty or cut-off file, a Git LFS pointer, an image, a
+    folder: each is one line, never torch's traceback.
+    """
     path = Path(path)
     if path.is_dir():
         raise KitError(f"{path}: a folder, not a checkpoint. Pass the checkpoint file in it (best.pt or last.pt).")
     if not path.exists():
         raise KitError(f"{path}: no checkpoint here. Pass a checkpoint written by `python -m kitlib train` "
                        "(RUN/best.pt).")
+    kind = file_kind(path)
+    again = "Copy or download it again, or pass the run folder written by `python -m kitlib train`."
+    if not kind.startswith(("a PyTorch file", "a ZIP archive", "a Python pickle")):
+        raise KitError(f"{path}: {kind}, not a kit checkpoint. {again}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError) as error:
-        raise KitError(f"{path}: not a readable checkpoint ({error}).") from error
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise KitError(f"{path}: {kind} that torch cannot read ({first_sentence(error)}): cut off or damaged. "
+                       f"{again}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise KitError(f"{path}: not a kit checkpoint of format {FORMAT}.")
     return checkpoint
@@ -98,9 +110,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     from kitlib import models
 
     checkpoint = load(path)
-    spec = checkpoint["model"]
-    # pretrained=False: the checkpoint holds every weight, no download or weights file is needed
-    model = models.create(spec["name"], spec["num_classes"], norm=spec["norm"],
-                          in_channels=spec.get("in_channels", 3), **spec["options"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        spec = checkpoint["model"]
+        # pretrained=False: the checkpoint holds every weight, no download or weights file is needed
+        model = models.create(spec["name"], spec["num_classes"], norm=spec["norm"],
+                              in_channels=spec.get("in_channels", 3), **spec["options"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as error:  # a kit checkpoint edited or damaged by hand
+        raise KitError(f"{path}: a kit checkpoint whose model cannot be rebuilt ({type(error).__name__}: "
+                       f"{first_sentence(error)}). Retrain it.") from error
     return model.to(device).eval(), checkpoint

@@ -3,7 +3,8 @@
 Pure functions, cheap enough to call every epoch: labels in (NumPy arrays, torch tensors on
 any device, or lists), plain floats and NumPy arrays out. Macro-F1 follows scikit-learn's
 `f1_score(average="macro", labels=range(K), zero_division=0)`: the mean over ALL K classes,
-so a class that is never predicted (or absent from the truth) counts as F1 = 0.
+so a class that is never predicted (or absent from the truth) counts as F1 = 0; validation and
+the report average over the classes present in the truth only (`present_only`, `absent_note`).
 """
 
 from __future__ import annotations
@@ -57,9 +58,30 @@ def per_class_prf(conf: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
-def macro_f1(y_true, y_pred, num_classes: int) -> float:
-    """Unweighted mean of the per-class F1 over all `num_classes` classes (sklearn's macro average)."""
-    return float(per_class_prf(confusion(y_true, y_pred, num_classes))["f1"].mean())
+def macro_f1(y_true, y_pred, num_classes: int, *, present_only: bool = False) -> float:
+    """Unweighted mean of the per-class F1 over all `num_classes` classes (sklearn's macro average).
+
+    `present_only=True`: the mean over the classes with at least one true sample only (what a
+    validation split that misses a rare class should report; see `absent_note`). Predictions of an
+    absent class still count, as the false positives they are, against the true class's recall.
+    """
+    prf = per_class_prf(confusion(y_true, y_pred, num_classes))
+    f1 = prf["f1"][prf["support"] > 0] if present_only else prf["f1"]
+    return float(f1.mean()) if len(f1) else float("nan")
+
+
+def absent_note(support, classes) -> str:
+    """'' when every class has a true sample; else one line saying which have none and that macro-F1 leaves them out.
+
+    `support`: (K,) true samples per class (per_class_prf's); `classes`: the K names.
+    """
+    support = np.asarray(support)
+    absent = [str(classes[i]) for i in np.flatnonzero(support == 0)]
+    if not absent:
+        return ""
+    shown = ", ".join(repr(c) for c in absent[:10]) + (" ..." if len(absent) > 10 else "")
+    return (f"macro-F1 averages over the {len(support) - len(absent)} of {len(support)} classes that have samples "
+            f"to score; {len(absent)} have none and are left out: {shown}")
 
 
 def accuracy(y_true, y_pred) -> float:

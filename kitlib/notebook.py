@@ -64,6 +64,15 @@ class Env:
     """KIT_SMOKE=1: tiny settings on the demo competition, outputs in a temporary folder (gone at exit)."""
     root: Path
     """The working folder: the repo root locally (the notebook's cwd is set to it)."""
+    id_column: str | None = None
+    """The labels CSV's id column when the kit cannot find it (the CLI's --id-column); None: found by name or value."""
+    label_column: str | None = None
+    """The labels CSV's label column when the kit cannot find it (the CLI's --label-column)."""
+
+    @property
+    def columns(self) -> dict:
+        """load_competition's column arguments: load_competition(env.data, **env.columns)."""
+        return {"id_column": self.id_column, "label_column": self.label_column}
 
 
 def _flag(name: str) -> bool:
@@ -185,12 +194,15 @@ def fake_offline_weights(name: str) -> Path:
     return path
 
 
-def setup(*, data: str | Path | None = None, drive: bool = True) -> Env:
+def setup(*, data: str | Path | None = None, drive: bool = True, id_column: str | None = None,
+          label_column: str | None = None) -> Env:
     """Detect local / Colab / Kaggle, find the competition, choose where runs and figures go; print the choices.
 
     `data`: the competition folder ('demo': the demo competition); default KIT_DATA, else the only
     competition in data/ (Kaggle: /kaggle/input; Colab: also MyDrive/kit-data). `drive`: on Colab,
     mount Google Drive and keep runs in MyDrive/kit-runs (False: in the session's disk, lost on disconnect).
+    `id_column`/`label_column` (default KIT_ID_COLUMN / KIT_LABEL_COLUMN): the labels CSV's columns
+    when their names are the competition's own (image_name, target); kept in env.columns.
     """
     from kitlib.runtime import pick_device, set_threads
 
@@ -213,11 +225,15 @@ def setup(*, data: str | Path | None = None, drive: bool = True) -> Env:
         linked = link_offline_weights()
         print("offline weights linked: " + (", ".join(p.name for p in linked) or "none found in /kaggle/input"))
     device = pick_device()
-    env = Env(where=where, data=found, runs=runs, images=images, smoke=smoke, root=root)
+    columns = {"id_column": id_column, "label_column": label_column}
+    if not smoke:  # as KIT_DATA: smoke runs the demo, whose columns are the kit's own
+        columns = {key: value or os.environ.get(f"KIT_{key.upper()}") or None for key, value in columns.items()}
+    env = Env(where=where, data=found, runs=runs, images=images, smoke=smoke, root=root, **columns)
     print(f"running {where}{' (KIT_SMOKE: tiny settings, demo competition)' if smoke else ''} in {root}\n"
           f"  data:   {found}\n  runs:   {runs}\n  images: {images}\n  device: {device}"
           + ("  <- no GPU: on Colab pick Runtime > Change runtime type > T4 GPU; on Kaggle, Settings > "
-             "Accelerator" if device.type == "cpu" and where != "local" else ""))
+             "Accelerator" if device.type == "cpu" and where != "local" else "")
+          + "".join(f"\n  {key.replace('_', ' ')}: {value}" for key, value in columns.items() if value))
     return env
 
 

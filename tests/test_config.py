@@ -18,15 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("schedule", "cosin", "schedule 'cosin': choose one of onecycle, cosine, triangular2, plateau, constant."),
-    ("precision", "fp8", "precision 'fp8': choose one of auto, bf16, fp16, fp32."),
-    ("augment", "heavy", "augment 'heavy': choose one of none, light, medium, strong, auto."),
+    ("schedule", "cosin", "schedule (--schedule) 'cosin': choose one of onecycle, cosine, triangular2, plateau, constant."),
+    ("precision", "fp8", "precision (--precision) 'fp8': choose one of auto, bf16, fp16, fp32."),
+    ("augment", "heavy", "augment (--augment) 'heavy': choose one of none, light, medium, strong, auto."),
     ("strength", "up", "strength 'up': choose one of auto, constant, ramp, phases."),
     ("fit", "stretch", "fit 'stretch': choose one of squash, pad, crop."),
     ("norm", "batchnorm", "norm 'batchnorm': choose one of auto, batch, group, layer, instance."),
     ("device", "gpu", "device 'gpu': choose one of auto, cpu, cuda, cuda:N, mps."),
-    ("val_fraction", 1.5, "val_fraction=1.5: give a value from 0 to 0.99."),
-    ("epochs", 0, "epochs=0: give a whole number of at least 1."),
+    ("val_fraction", 1.5, "val_fraction (--val-fraction)=1.5: give a value from 0 to 0.99."),
+    ("epochs", 0, "epochs (--epochs)=0: give a whole number of at least 1."),
     ("ema", 1.0, "ema=1.0: give a decay between 0 and 1 (e.g. 0.999), or None for no EMA."),
 ])
 def test_train_config_rejects_bad_values_when_built(field, value, expected):
@@ -36,7 +36,7 @@ def test_train_config_rejects_bad_values_when_built(field, value, expected):
 
 
 def test_unknown_model_lists_the_registry():
-    with pytest.raises(KitError, match=r"^model 'resnet9': choose one of auto, resnet_small, "):
+    with pytest.raises(KitError, match=r"^model \(--model\) 'resnet9': choose one of auto, resnet_small, "):
         TrainConfig(model="resnet9")
 
 
@@ -58,4 +58,4 @@ def test_a_bad_option_on_the_command_line_exits_2_before_any_work(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: schedule 'cosin': choose one of onecycle, cosine, triangular2, plateau, constant."]
+        "error: schedule (--schedule) 'cosin': choose one of onecycle, cosine, triangular2, plateau, constant."]

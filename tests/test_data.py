@@ -108,11 +108,11 @@ def test_duplicate_ids(tmp_path):
 
 
 def test_csv_without_expected_columns(tmp_path):
-    csv_competition(tmp_path)
-    write_csv(tmp_path / "train_labels.csv", [["img_0000.png", "a"]], header=("picture", "kind"))
+    csv_competition(tmp_path)  # unknown names, and no column's values name the images: the id column is not found
+    write_csv(tmp_path / "train_labels.csv", [["zebra.png", "a"]], header=("picture", "kind"))
     message = _error(tmp_path)
     assert "no id column (looked for sample_index, id" in message
-    assert "found columns: picture, kind" in message
+    assert "found columns: picture, kind. Pass --id-column NAME (id_column= in Python" in message
 
 
 def test_sample_submission_with_ids_absent_from_test_folder(tmp_path):

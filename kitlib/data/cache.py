@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from kitlib.data.images import image_size, open_image, oriented_size, upright
+from kitlib.data.images import image_size, open_image, oriented_size, upright, upright_like
 from kitlib.errors import KitError
 from kitlib.runtime import cache_dir as default_cache_dir, cpu_count
 
@@ -182,10 +182,11 @@ def read_image(path: str | Path, size: tuple[int, int], fit: str) -> np.ndarray:
 def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str | Path) -> np.ndarray:
     """One mask as (1, H, W) uint8, resized with nearest neighbour so labels stay labels."""
     with open_image(path) as im, open_image(image_path) as image:
-        if oriented_size(im) != oriented_size(image):
+        mask = upright_like(im, image)  # drawn on the stored pixels or on the displayed ones
+        if mask.size != oriented_size(image):
             raise OSError("mask is {}x{} but its image {} is {}x{}".format(
-                *oriented_size(im), Path(image_path).name, *oriented_size(image)))
-        return np.asarray(_fit(to_mask(upright(im)), size, fit, Image.NEAREST))[None]
+                *mask.size, Path(image_path).name, *oriented_size(image)))
+        return np.asarray(_fit(to_mask(mask), size, fit, Image.NEAREST))[None]
 
 
 def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -242,7 +243,7 @@ def _decode_chunk(start: int) -> tuple[int, list[tuple[str, str]]]:
                 path = job["mask_paths"][i]
                 masks[i] = read_mask(path, job["size"], job["fit"], job["paths"][i])
         except KitError as error:  # open_image's message already names the file
-            errors.append((str(path), str(error).removeprefix(f"{path}: ")))
+            errors.append((str(path), str(error).removeprefix(f"{path}: ").removesuffix(". Replace or delete it.")))
         except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for broken files
             errors.append((str(path), str(error) or type(error).__name__))
     # no flush: the pages are shared with the page cache, where the parent reads them; an msync per

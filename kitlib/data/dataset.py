@@ -11,6 +11,7 @@ every id checked. Every front-end (the CLI, `all`, the notebooks, the audit) pre
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,12 +21,13 @@ import torch
 
 from kitlib import models
 from kitlib.data.cache import common_size, decode_table
+from kitlib.data.columns import clean_cells
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.data.masks import choose_masks
 from kitlib.data.splits import holdout, stratified_folds
 from kitlib.data.tiles import TileSpec, Tiles, build_tiles
 from kitlib.errors import KitError
-from kitlib.files import read_csv_strings
+from kitlib.files import read_csv_lines
 from kitlib.runtime import pick_device
 
 ACTIONS = ("drop", "keep", "relabel")
@@ -77,28 +79,52 @@ class TrainingData:
 
 
 def apply_decisions(samples: pd.DataFrame, path: str | Path, classes: list[str]) -> pd.DataFrame:
-    """Samples after a review's decisions.csv (drop / keep / relabel) or an audit's suspects.csv (drop all)."""
+    """Samples after a review's decisions.csv (drop / keep / relabel) or an audit's suspects.csv (drop all).
+
+    Cells are read cleaned (kitlib.data.columns.clean). A class that would lose its last training
+    sample is never dropped silently: a suspects.csv keeps that class's samples (rarity is no
+    defect), a decisions.csv (a person's choice) drops them with a warning.
+    """
     path = Path(path)
-    table = read_csv_strings(path)
+    table, lines = read_csv_lines(path)
+    table = clean_cells(table, path, lines)
     known = set(samples["sample_index"])
-    if "issue" in table.columns and "action" not in table.columns:  # suspects.csv: drop every flagged row
+    suspects = "issue" in table.columns and "action" not in table.columns
+    if suspects:  # suspects.csv: drop every flagged row
+        if "sample_index" not in table.columns:
+            raise KitError(f"{path}: needs a sample_index column; found {', '.join(table.columns)}.")
         table = pd.DataFrame({"sample_index": table["sample_index"], "action": "drop", "new_label": ""})
     missing = [c for c in ("sample_index", "action") if c not in table.columns]
     if missing:
         raise KitError(f"{path}: needs columns sample_index,action,new_label; found {', '.join(table.columns)}.")
-    for line, row in enumerate(table.itertuples(index=False), start=2):
-        if row.sample_index not in known:
-            raise KitError(f"{path} line {line}: sample {row.sample_index!r} is not in the training set.")
-        if row.action not in ACTIONS:
-            raise KitError(f"{path} line {line}: action {row.action!r}: choose one of {', '.join(ACTIONS)}.")
-        if row.action == "relabel" and getattr(row, "new_label", "") not in classes:
-            raise KitError(f"{path} line {line}: new_label {getattr(row, 'new_label', '')!r} is not a "
+    if "new_label" not in table.columns:
+        table = table.assign(new_label="")
+    for line, sample, action, new_label in zip(lines, table["sample_index"], table["action"], table["new_label"]):
+        if sample not in known:
+            raise KitError(f"{path} line {line}: sample {sample!r} is not in the training set.")
+        if action not in ACTIONS:
+            raise KitError(f"{path} line {line}: action {action!r}: choose one of {', '.join(ACTIONS)}.")
+        if action == "relabel" and new_label not in classes:
+            raise KitError(f"{path} line {line}: new_label {new_label!r} is not a "
                            "class of this competition (labels must match exactly).")
-    decisions = table.drop_duplicates("sample_index", keep="last").set_index("sample_index")
-    action = samples["sample_index"].map(decisions["action"]).fillna("keep")
+    actions = dict(zip(table["sample_index"], table["action"]))  # a later row overrides an earlier one
+    new_labels = dict(zip(table["sample_index"], table["new_label"]))
+    action = samples["sample_index"].map(lambda sample: actions.get(sample, "keep"))
     samples = samples.copy()
     relabel = action == "relabel"
-    samples.loc[relabel, "label"] = samples.loc[relabel, "sample_index"].map(decisions["new_label"])
+    samples.loc[relabel, "label"] = samples.loc[relabel, "sample_index"].map(new_labels)
+    emptied = sorted(set(samples["label"]) - set(samples.loc[action != "drop", "label"]))
+    if emptied and suspects:
+        spared = (action == "drop") & samples["label"].isin(emptied)
+        action = action.mask(spared, "keep")
+        warnings.warn(f"{path.name}: kept the {int(spared.sum())} flagged sample(s) of class(es) "
+                      f"{', '.join(map(repr, emptied[:5]))}: dropping them would leave the class no training sample "
+                      "(a rare class is no defect). Drop them in a decisions.csv if they really are wrong.",
+                      stacklevel=2)
+    elif emptied:
+        warnings.warn(f"{path.name} leaves class(es) {', '.join(map(repr, emptied[:5]))} without any training sample: "
+                      "the model cannot learn them and will hardly ever predict them. Mark a sample 'keep' to "
+                      "keep a class.", stacklevel=2)
     kept = samples[action != "drop"].reset_index(drop=True)
     print(f"{path.name}: dropped {int((action == 'drop').sum())}, relabelled {int(relabel.sum())} "
           f"of {len(samples)} samples")

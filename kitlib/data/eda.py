@@ -16,7 +16,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from kitlib.data.cache import decode_table  # noqa: E402
 from kitlib.data.dataset import AUTO_DECODE_CAP  # noqa: E402
-from kitlib.data.images import image_size, open_image, upright  # noqa: E402
+from kitlib.data.images import image_size, open_image, upright, upright_like  # noqa: E402
 from kitlib.data.layouts import Competition  # noqa: E402
 from kitlib.data.masks import choose_masks  # noqa: E402
 from kitlib.data.tiles import TileSpec, build_tiles  # noqa: E402
@@ -177,10 +177,9 @@ def plot_tiles(competition: Competition, spec: TileSpec, path: Path, *, per_clas
     grid = fig.add_gridspec(len(picked), shown + 2)
     for row, (n, (_, sample)) in enumerate(zip(range(len(picked)), picked.iterrows())):
         ax = fig.add_subplot(grid[row, :2])
-        with open_image(sample["image"]) as im:
+        with open_image(sample["image"]) as im, open_image(sample["mask"]) as m:
             ax.imshow(np.asarray(upright(im).convert("RGB")))
-        with open_image(sample["mask"]) as m:
-            _outline(ax, np.asarray(upright(m).convert("L")) > 0)
+            _outline(ax, np.asarray(upright_like(m, im).convert("L")) > 0)
         rows = tiles.tiles_of(torch.tensor([n]))
         scale = 1 / spec.scale
         for piece, y, x in tiles.grid[rows].tolist():

@@ -14,12 +14,17 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from kitlib.errors import KitError
+from kitlib.files import file_kind
 
 MAX_PIXELS = 2**28
 """The largest image (width x height) the kit decodes: 268 megapixels, e.g. a 16,384 x 16,384 slide
 (768 MiB as RGB). Pillow's own limit (89 MP) refuses ordinary slides as "decompression bombs"; the
 kit's decoding replaces it with this one, stated in the error."""
 ORIENTATION = 0x0112  # the EXIF tag; values 5-8 swap width and height
+# what turns a stored image upright, per EXIF orientation (as ImageOps.exif_transpose does)
+_TURN = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -31,7 +36,10 @@ def open_image(path: str | Path) -> Image.Image:
     except FileNotFoundError as error:
         raise KitError(f"{path}: the file is missing. Restore it, or delete its row from the labels CSV.") from error
     except OSError as error:  # UnidentifiedImageError and unreadable files
-        raise KitError(f"{path}: not an image file Pillow can read ({error}). Replace or delete it.") from error
+        kind = file_kind(path)  # what the file seems to be: an HTML page, text, an image cut off ...
+        what = f"{kind} that Pillow cannot read: cut off or damaged" if kind.endswith(" image") else \
+            f"{kind}, not an image" if kind != "binary data" else f"not an image file Pillow can read ({error})"
+        raise KitError(f"{path}: {what}. Replace or delete it.") from error
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     width, height = im.size
@@ -59,6 +67,21 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
 def upright(im: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says (the same image when it says nothing)."""
     return ImageOps.exif_transpose(im) if orientation(im) != 1 else im
+
+
+def upright_like(mask: Image.Image, image: Image.Image) -> Image.Image:
+    """A mask turned to lie on its image as displayed.
+
+    A mask with its own EXIF orientation follows it. A mask without one is taken as drawn on what
+    the image shows, unless it has the image's stored (unturned) size while the image is displayed
+    turned: then it was drawn on the stored pixels and turns with the image. (When the turn keeps
+    the size, 180 degrees, a mirror or a square image, the two look alike: the mask is taken as
+    drawn on what the image shows.)
+    """
+    turn = orientation(image)
+    if orientation(mask) != 1 or turn == 1 or mask.size != image.size or oriented_size(image) == image.size:
+        return upright(mask)
+    return mask.transpose(_TURN[turn]) if turn in _TURN else mask
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

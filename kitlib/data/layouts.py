@@ -4,28 +4,75 @@ Three layouts are recognised (DESIGN.md): the CSV layout of course and Kaggle ch
 torchvision ImageFolder layout, and Tiny ImageNet's own layout. Whatever the layout, the result
 is a `Competition` whose tables have the same columns, so nothing downstream knows the layout.
 Nothing is ever written into the data folder (it may be read-only, as /kaggle/input is).
+
+What an OS, an archiver or an editor leaves in a folder (dot-files and dot-folders such as
+.ipynb_checkpoints/ and .DS_Store, macOS's __MACOSX/ and ._ resource forks, Thumbs.db, ...) is
+never data: every layout skips it and says so once. The labels CSV's columns and cells are found
+and cleaned by kitlib.data.columns.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from kitlib.data.columns import (ID_COLUMNS, LABEL_COLUMNS, clean, clean_cells, find_column, find_id_column,
+                                 find_label_column, name_key, unify_labels)
 from kitlib.errors import KitError
-from kitlib.files import read_csv_strings
+from kitlib.files import read_csv_lines, read_text
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-ID_COLUMNS = ("sample_index", "id", "image_id", "image", "filename", "file", "img", "name")
-LABEL_COLUMNS = ("label", "labels", "class", "class_name", "target", "category")
 LABEL_FILES = ("train_labels.csv", "train.csv", "labels.csv", "trainLabels.csv")
 TRAIN_DIRS = ("train_data", "train", "train_images", "images")
 TEST_DIRS = ("test_data", "test", "test_images")
 # Columns of every sample and test table; extra CSV columns (e.g. a patient id) are kept after them.
 COLUMNS = ["sample_index", "image", "mask", "label", "split"]
+# Left by an OS, an archiver or an editor (compared in lower case); so is every name starting with '.' or '~$'.
+LEFTOVERS = {"__macosx", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "$recycle.bin",
+             "system volume information", "@eadir", "__pycache__", "icon\r"}
+
+
+def is_leftover(name: str) -> bool:
+    """Whether a file or folder name is one an OS, an archiver or an editor leaves behind, never competition data:
+    dot-files and dot-folders (.DS_Store, .ipynb_checkpoints, ._ resource forks), __MACOSX, Thumbs.db, @eaDir, ..."""
+    return name.startswith((".", "~$")) or name.lower() in LEFTOVERS
+
+
+class _Scan:
+    """Folder listings without leftovers (`is_leftover`), which it keeps to name them once at the end."""
+
+    def __init__(self, top: Path):
+        self.top, self.skipped = top, []
+
+    def entries(self, folder: Path) -> list[Path]:
+        """The folder's files and subfolders, sorted by name, leftovers set aside."""
+        try:
+            found = sorted(folder.iterdir())
+        except OSError as error:  # a folder without read permission
+            raise KitError(f"{folder}: cannot be listed ({error.strerror or error}).") from error
+        self.skipped += [p for p in found if is_leftover(p.name)]
+        return [p for p in found if not is_leftover(p.name)]
+
+    def folders(self, folder: Path) -> list[Path]:
+        """Subfolders, sorted by name."""
+        return [p for p in self.entries(folder) if p.is_dir()]
+
+    def images(self, folder: Path) -> list[Path]:
+        """Image files (by extension), sorted by name."""
+        return [p for p in self.entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+    def warn(self) -> None:
+        """One warning naming what was skipped, if anything."""
+        if self.skipped:
+            names = sorted(dict.fromkeys(os.path.relpath(p, self.top) + ("/" if p.is_dir() else "")
+                                         for p in self.skipped))
+            warnings.warn(f"{self.top}: ignored {len(names)} file(s) or folder(s) that an OS, an archiver or an editor "
+                          f"leaves behind: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}", stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -66,22 +113,32 @@ class Competition:
 
 def load_competition(root: str | Path, *, train_dir: str | None = None,
                      id_column: str | None = None, label_column: str | None = None) -> Competition:
-    """Read a competition folder in any supported layout (auto-detected) and check it."""
-    root = _descend(Path(root).expanduser())
+    """Read a competition folder in any supported layout (auto-detected) and check it.
+
+    `id_column`/`label_column` name the labels CSV's columns (CSV layout only); by default they are
+    found by name (kitlib.data.columns), the id column else by values that name the image files.
+    """
+    given = Path(root).expanduser()
+    scan = _Scan(given)
+    root = _descend(given, scan)
     layout = detect_layout(root)
+    if layout != "csv" and (id_column or label_column) and layout is not None:
+        raise KitError(f"{root}: --id-column/--label-column (id_column=/label_column=) name the columns of a labels "
+                       f"CSV, but this competition is in the {layout} layout, whose labels are folder names. "
+                       "Leave them out.")
     if layout == "tinyimagenet":
-        competition = _read_tinyimagenet(root)
+        competition = _read_tinyimagenet(root, scan)
     elif layout == "csv":
-        competition = _read_csv_layout(root, train_dir, id_column, label_column)
+        competition = _read_csv_layout(root, train_dir, id_column, label_column, scan)
     elif layout == "imagefolder":
-        competition = _read_imagefolder(root)
+        competition = _read_imagefolder(root, scan)
     else:
-        found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
+        found = [p.name + ("/" if p.is_dir() else "") for p in scan.entries(root)][:12]
         raise KitError(
             f"{root}: no competition layout recognised (found: {', '.join(found) or 'nothing'}). "
             "Expected train_labels.csv + train_data/ (CSV layout), train/<class>/ (ImageFolder) "
             "or wnids.txt + train/ (Tiny ImageNet).")
-    _check_labels(competition.samples, competition.root)
+    scan.warn()
     return competition
 
 
@@ -91,18 +148,19 @@ def detect_layout(folder: Path) -> str | None:
         return "tinyimagenet"
     if _labels_file(folder) is not None:
         return "csv"
-    if (folder / "train").is_dir() and any(p.is_dir() for p in (folder / "train").iterdir()):
+    train = folder / "train"
+    if train.is_dir() and any(p.is_dir() and not is_leftover(p.name) for p in train.iterdir()):
         return "imagefolder"
     return None
 
 
-def _descend(root: Path) -> Path:
+def _descend(root: Path, scan: _Scan) -> Path:
     """The folder itself, or its only subfolder when it holds nothing else (Kaggle inputs nest)."""
     if not root.is_dir():
         raise KitError(f"{root}: no such folder. Pass the folder that holds the competition's files.")
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    entries = scan.entries(root)
     if len(entries) == 1 and entries[0].is_dir():
-        return _descend(entries[0])
+        return _descend(entries[0], scan)
     if not entries:
         raise KitError(f"{root}: the folder is empty. Unpack the competition there first.")
     return root
@@ -113,8 +171,8 @@ def _labels_file(root: Path) -> Path | None:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly in `folder` (by extension), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files directly in `folder` (by extension, leftovers such as ._ resource forks skipped), sorted by name."""
+    return _Scan(folder).images(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,25 +192,10 @@ def _mask_for(image: Path, masks: dict[str, Path]) -> Path | None:
     return next((masks[c] for c in candidates if c in masks), None)
 
 
-def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[str, Path]]:
-    files = image_files(folder)
+def _split_images_and_masks(folder: Path, scan: _Scan) -> tuple[list[Path], dict[str, Path]]:
+    files = scan.images(folder)
     masks = {p.stem: p for p in files if _is_mask(p)}
     return [p for p in files if not _is_mask(p)], masks
-
-
-def _pick_column(frame: pd.DataFrame, wanted: str | None, options: tuple[str, ...], what: str,
-                 path: Path) -> str:
-    if wanted is not None:
-        if wanted not in frame.columns:
-            raise KitError(f"{path}: no column {wanted!r}; found columns: {', '.join(frame.columns)}.")
-        return wanted
-    lower = {c.lower(): c for c in frame.columns}
-    for name in options:
-        if name in lower:
-            return lower[name]
-    raise KitError(
-        f"{path}: no {what} column (looked for {', '.join(options)}); found columns: "
-        f"{', '.join(map(str, frame.columns))}. Rename the column, or pass {what}_column=NAME.")
 
 
 def _id_lookup(images: list[Path]) -> dict[str, Path]:
@@ -171,47 +214,84 @@ def _id_lookup(images: list[Path]) -> dict[str, Path]:
     return lookup
 
 
-def _resolve_ids(ids: pd.Series, lookup: dict[str, Path], csv_path: Path, folder: Path,
+def _find(lookup: dict[str, Path], sample_id: str) -> Path | None:
+    """The image an id names: as written, as a number ('0017' -> '17'), or by the last part of a path."""
+    sample_id = clean(sample_id)
+    if sample_id in lookup:
+        return lookup[sample_id]
+    if sample_id.isascii() and sample_id.isdigit():
+        return lookup.get(str(int(sample_id)))
+    name = PurePosixPath(sample_id.replace("\\", "/")).name  # 'train_data/img_1.png' -> 'img_1.png'
+    return lookup.get(name) if name != sample_id else None
+
+
+def _resolve_ids(ids: pd.Series, lines: list[int], lookup: dict[str, Path], csv_path: Path, folder: Path,
                  fix: str) -> list[Path]:
-    """The image file of every id, or an error listing the rows whose image is missing."""
-    paths, missing = [], []
-    for row, sample_id in enumerate(ids):
-        path = lookup.get(sample_id) or (lookup.get(str(int(sample_id))) if sample_id.isdigit() else None)
-        if path is None:
-            missing.append(f"line {row + 2} ({sample_id!r})")
-        paths.append(path)
+    """The image file of every id, or an error listing the rows whose image is missing or taken twice."""
+    paths = [_find(lookup, sample_id) for sample_id in ids]
+    missing = [f"line {line} ({sample_id!r})" for line, sample_id, path in zip(lines, ids, paths) if path is None]
     if missing:
         raise KitError(
             f"{csv_path}: {len(missing)} row(s) name an image that is not in {folder}: "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. {fix}")
+    first: dict[Path, int] = {}
+    for line, path in zip(lines, paths):
+        if path in first:
+            raise KitError(f"{csv_path}: lines {first[path]} and {line} both name {path.name}. Keep one row per image.")
+        first[path] = line
     return paths
 
 
-def _check_unique(ids: pd.Series, path: Path) -> None:
-    duplicated = ids[ids.duplicated(keep=False)]
-    if len(duplicated):
-        first = duplicated.iloc[0]
-        rows = [str(i + 2) for i in duplicated.index[duplicated == first]]
+def _check_unique(ids: pd.Series, lines: list[int], path: Path) -> None:
+    duplicated = ids.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        first = ids[duplicated].iloc[0]
+        rows = [str(line) for line, sample_id in zip(lines, ids) if sample_id == first]
         raise KitError(
             f"{path}: id {first!r} appears on lines {', '.join(rows)} "
-            f"({duplicated.nunique()} duplicated id(s) in all). Keep one row per image.")
+            f"({ids[duplicated].nunique()} duplicated id(s) in all). Keep one row per image.")
+
+
+def _check_labels(labels: pd.Series, ids: pd.Series, lines: list[int], path: Path) -> None:
+    """No empty or NaN-looking labels: they are export accidents, never a class."""
+    bad = (labels.eq("") | labels.str.lower().isin(["nan", "none", "null"])).to_numpy()
+    if bad.any():
+        where = ", ".join(f"line {lines[i]} ({ids.iloc[i]!r})" for i in bad.nonzero()[0][:5])
+        raise KitError(f"{path}: {int(bad.sum())} sample(s) have an empty or NaN label: {where}"
+                       f"{' ...' if bad.sum() > 5 else ''}. Fill in the label or delete the row.")
+
+
+def _header_is_a_row(frame: pd.DataFrame, lines: list[int], lookup: dict[str, Path],
+                     path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """A CSV without a header row (its first line names an image file) read with that line as a sample."""
+    known = {name_key(n) for n in ID_COLUMNS + LABEL_COLUMNS}
+    if not any(_find(lookup, c) and name_key(c) not in known and not c.isdigit() for c in map(str, frame.columns)):
+        return frame, lines
+    names = [f"column {i + 1}" for i in range(frame.shape[1])]
+    rows = [[str(c) for c in frame.columns], *frame.to_numpy().tolist()]
+    warnings.warn(f"{path}: no header row (line 1 names an image file): line 1 is read as a sample and the columns "
+                  f"are called {', '.join(repr(n) for n in names)}", stacklevel=4)
+    return pd.DataFrame(rows, columns=names, dtype=str), [1, *lines]
 
 
 def _read_csv_layout(root: Path, train_dir: str | None, id_column: str | None,
-                     label_column: str | None) -> Competition:
+                     label_column: str | None, scan: _Scan) -> Competition:
     labels_path = _labels_file(root)
-    frame = read_csv_strings(labels_path)
+    frame, lines = read_csv_lines(labels_path)
+    frame = clean_cells(frame, labels_path, lines)
     if frame.empty:
         raise KitError(f"{labels_path}: the file has no rows. Add one row per training image.")
-    id_col = _pick_column(frame, id_column, ID_COLUMNS, "id", labels_path)
-    label_col = _pick_column(frame, label_column, LABEL_COLUMNS, "label", labels_path)
-    _check_unique(frame[id_col], labels_path)
-
     folder = _find_dir(root, (train_dir,) if train_dir else TRAIN_DIRS, "training images")
-    images, masks = _split_images_and_masks(folder)
+    images, masks = _split_images_and_masks(folder, scan)
     if not images:
         raise KitError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
-    paths = _resolve_ids(frame[id_col], _id_lookup(images), labels_path, folder,
+    lookup = _id_lookup(images)
+    frame, lines = _header_is_a_row(frame, lines, lookup, labels_path)
+    id_col = find_id_column(frame, id_column, lambda v: _find(lookup, v), labels_path, folder)
+    label_col = find_label_column(frame, label_column, id_col, labels_path)
+    _check_unique(frame[id_col], lines, labels_path)
+    _check_labels(frame[label_col], frame[id_col], lines, labels_path)
+    paths = _resolve_ids(frame[id_col], lines, lookup, labels_path, folder,
                          "Restore the image file(s) or delete the row(s) from the CSV.")
     unlisted = sorted(set(images) - set(paths))
     if unlisted:
@@ -219,14 +299,14 @@ def _read_csv_layout(root: Path, train_dir: str | None, id_column: str | None,
         warnings.warn(f"{folder}: {len(unlisted)} image(s) have no row in {labels_path.name} and are "
                       f"left out of training: {names}{' ...' if len(unlisted) > 10 else ''}", stacklevel=3)
     samples = pd.DataFrame({
-        "sample_index": frame[id_col], "image": paths,
+        "sample_index": frame[id_col].to_numpy(), "image": paths,
         "mask": [_mask_for(p, masks) for p in paths],
-        "label": frame[label_col], "split": "train",
+        "label": unify_labels(frame[label_col], lines, labels_path).to_numpy(), "split": "train",
     })
     extra = frame.drop(columns=[id_col, label_col])
     samples = pd.concat([samples, extra.reset_index(drop=True)], axis=1)
     classes = sorted(set(samples["label"]))
-    test, submission, sub_id, sub_label = _read_csv_test(root, frame[id_col], id_col, label_col)
+    test, submission, sub_id, sub_label = _read_csv_test(root, frame[id_col], id_col, label_col, scan)
     return Competition(root, "csv", samples, classes, test, submission, sub_id, sub_label)
 
 
@@ -237,10 +317,10 @@ def _find_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
     raise KitError(f"{root}: no folder of {what} (looked for {', '.join(n + '/' for n in names)}).")
 
 
-def _read_csv_test(root: Path, train_ids: pd.Series, id_col: str, label_col: str):
-    """The test table in submission order, and the submission's column names."""
+def _read_csv_test(root: Path, train_ids: pd.Series, id_col: str, label_col: str, scan: _Scan):
+    """The test table in submission order, and the submission's column names (as the sample file spells them)."""
     folder = next((root / n for n in TEST_DIRS if (root / n).is_dir()), None)
-    images, masks = _split_images_and_masks(folder) if folder else ([], {})
+    images, masks = _split_images_and_masks(folder, scan) if folder else ([], {})
     submission = root / "sample_submission.csv"
     if folder is None and not submission.exists():
         return _empty_table(), None, id_col, label_col
@@ -250,12 +330,17 @@ def _read_csv_test(root: Path, train_ids: pd.Series, id_col: str, label_col: str
     if not submission.exists():
         ids = [p.name if with_extension else p.stem for p in images]
         return _table(ids, images, masks), None, id_col, label_col
-    frame = read_csv_strings(submission)
-    sub_id = _pick_column(frame, None, ID_COLUMNS, "id", submission)
+    frame, lines = read_csv_lines(submission)
+    if frame.empty and images:
+        raise KitError(f"{submission}: no rows, but {folder} holds {len(images)} test images. Download the "
+                       "sample submission again.")
+    # the submission keeps the sample file's own spelling of its header and ids; they are cleaned only to match
+    sub_id = find_column(frame, None, (id_col, *ID_COLUMNS), "id", submission) or frame.columns[0]
     others = [c for c in frame.columns if c != sub_id]
-    sub_label = next((c for c in others if c.lower() in LABEL_COLUMNS), others[0] if others else label_col)
-    _check_unique(frame[sub_id], submission)
-    paths = _resolve_ids(frame[sub_id], _id_lookup(images), submission, folder,
+    sub_label = find_column(frame[others], None, (label_col, *LABEL_COLUMNS), "label", submission) or (
+        others[0] if others else label_col)
+    _check_unique(frame[sub_id], lines, submission)
+    paths = _resolve_ids(frame[sub_id], lines, _id_lookup(images), submission, folder,
                          "Check that the test images were unpacked completely.")
     unlisted = sorted(set(images) - set(paths))
     if unlisted:
@@ -281,30 +366,30 @@ def _empty_table() -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # ImageFolder layout: train/<class>/*, optional val/<class>/*, test/ (flat, or test/<class>/* with answers)
 
-def _class_folder_table(folder: Path, split: str) -> pd.DataFrame:
+def _class_folder_table(folder: Path, split: str, scan: _Scan) -> pd.DataFrame:
     ids, paths, labels = [], [], []
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for path in image_files(class_dir):
+    for class_dir in scan.folders(folder):
+        for path in scan.images(class_dir):
             ids.append(path.relative_to(folder).as_posix())
             paths.append(path)
             labels.append(class_dir.name)
     return _table(ids, paths, labels=labels, split=split)
 
 
-def _read_imagefolder(root: Path) -> Competition:
-    tables = [_class_folder_table(root / "train", "train")]
+def _read_imagefolder(root: Path, scan: _Scan) -> Competition:
+    tables = [_class_folder_table(root / "train", "train", scan)]
     if (root / "val").is_dir():
-        tables.append(_class_folder_table(root / "val", "val"))
+        tables.append(_class_folder_table(root / "val", "val", scan))
     samples = pd.concat(tables, ignore_index=True)
     if samples.empty:
         raise KitError(f"{root / 'train'}: the class folders hold no images.")
     test = _empty_table()
     test_dir = root / "test"
     if test_dir.is_dir():
-        if any(p.is_dir() for p in test_dir.iterdir()):
-            test = _class_folder_table(test_dir, "test")
+        if scan.folders(test_dir):
+            test = _class_folder_table(test_dir, "test", scan)
         else:
-            images = image_files(test_dir)
+            images = scan.images(test_dir)
             test = _table([p.name for p in images], images)
     classes = sorted(set(samples["label"]))
     return Competition(root, "imagefolder", samples, classes, test, None)
@@ -313,12 +398,12 @@ def _read_imagefolder(root: Path) -> Competition:
 # ---------------------------------------------------------------------------------------------
 # Tiny ImageNet: wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images + val_annotations.txt
 
-def _read_tinyimagenet(root: Path) -> Competition:
-    wnids = [w.strip() for w in (root / "wnids.txt").read_text().split() if w.strip()]
+def _read_tinyimagenet(root: Path, scan: _Scan) -> Competition:
+    wnids = [w.strip() for w in read_text(root / "wnids.txt", "list of wnids").split() if w.strip()]
     names: dict[str, str] = {}
     words = root / "words.txt"
     if words.exists():
-        for line in words.read_text(encoding="utf-8").splitlines():
+        for line in read_text(words, "words.txt (wnid<TAB>name lines)").splitlines():
             wnid, _, name = line.partition("\t")
             names[wnid] = name.strip()
     label = {w: names.get(w, w) for w in wnids}
@@ -331,14 +416,19 @@ def _read_tinyimagenet(root: Path) -> Competition:
         folder = root / "train" / wnid / "images"
         if not folder.is_dir():
             raise KitError(f"{folder}: missing, but {wnid} is listed in {root / 'wnids.txt'}.")
-        for path in image_files(folder):
+        for path in scan.images(folder):
             ids.append(path.relative_to(root / "train").as_posix())
             paths.append(path)
             labels.append(label[wnid])
     tables = [_table(ids, paths, labels=labels, split="train")]
     annotations = root / "val" / "val_annotations.txt"
     if annotations.exists():
-        rows = [line.split("\t") for line in annotations.read_text().splitlines() if line.strip()]
+        text = read_text(annotations, "val_annotations.txt (image<TAB>wnid lines)")
+        rows = [line.split("\t") for line in text.splitlines() if line.strip()]
+        short = [i for i, r in enumerate(rows) if len(r) < 2]
+        if short:
+            raise KitError(f"{annotations}: {len(short)} line(s) without a tab-separated wnid, e.g. {rows[short[0]]}; "
+                           "the file may be cut off. Get it again.")
         unknown = [r for r in rows if r[1] not in label]
         if unknown:
             raise KitError(f"{annotations}: {len(unknown)} row(s) name a wnid not in wnids.txt, "
@@ -351,20 +441,7 @@ def _read_tinyimagenet(root: Path) -> Competition:
                              split="val"))
     test = _empty_table()
     if (root / "test" / "images").is_dir():
-        images = image_files(root / "test" / "images")
+        images = scan.images(root / "test" / "images")
         test = _table([p.name for p in images], images)
     samples = pd.concat(tables, ignore_index=True)
     return Competition(root, "tinyimagenet", samples, sorted(set(label.values())), test, None)
-
-
-# ---------------------------------------------------------------------------------------------
-
-def _check_labels(samples: pd.DataFrame, root: Path) -> None:
-    """No empty or NaN-looking labels: they are export accidents, never a class."""
-    labels = samples["label"].astype(str)
-    bad = labels.str.strip().eq("") | labels.str.lower().isin(["nan", "none", "null"])
-    if bad.any():
-        rows = samples.index[bad]
-        where = ", ".join(f"line {i + 2} ({samples['sample_index'][i]!r})" for i in rows[:5])
-        raise KitError(f"{root}: {int(bad.sum())} sample(s) have an empty or NaN label: {where}"
-                       f"{' ...' if bad.sum() > 5 else ''}. Fill in the label or delete the row.")

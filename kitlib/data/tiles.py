@@ -43,7 +43,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from kitlib.data.cache import files_key, to_mask, to_rgb, total_ram
-from kitlib.data.images import open_image, oriented_size, upright
+from kitlib.data.images import open_image, oriented_size, upright, upright_like
 from kitlib.errors import KitError
 from kitlib.runtime import cache_dir, cpu_count
 
@@ -272,11 +272,12 @@ def _read(image_path: str, mask_path: str | None, spec: TileSpec) -> tuple[np.nd
         pixels = np.asarray(image)
     if mask_path is None:
         return pixels, None, False
-    with open_image(mask_path) as m:
-        if oriented_size(m) != size:
-            raise KitError(f"{mask_path}: the mask is {oriented_size(m)[0]}x{oriented_size(m)[1]} px but its image "
+    with open_image(mask_path) as m, open_image(image_path) as im:
+        mask = upright_like(m, im)  # drawn on the stored pixels or on the displayed ones
+        if mask.size != size:
+            raise KitError(f"{mask_path}: the mask is {mask.size[0]}x{mask.size[1]} px but its image "
                            f"{image_path} is {size[0]}x{size[1]}: give each image a mask of its own size.")
-        mask = to_mask(upright(m))
+        mask = to_mask(mask)
         if mask.size != target:
             mask = mask.resize(target, Image.NEAREST)
         binary, graded = _binary(np.asarray(mask))

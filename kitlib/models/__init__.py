@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import pickle
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +26,7 @@ from torchvision import models as tvm
 
 from kitlib.models import resnet
 from kitlib.errors import KitError
+from kitlib.files import file_kind, first_sentence
 
 TORCHVISION = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
@@ -107,7 +110,8 @@ def _weights_file(name: str, pretrained: bool, weights: str | Path | None) -> Pa
     if weights is None and not pretrained:
         return None
     if name in resnet.PRESETS:
-        raise KitError(f"{name} is the kit's own net and has no pretrained weights: use pretrained=False")
+        raise KitError(f"{name} is the kit's own net and has no pretrained weights: drop --pretrained and --weights "
+                       "(pretrained=False, weights=None in Python)")
     enum = tvm.get_model_weights(name)
     choice = "DEFAULT" if weights is None else weights.name if isinstance(weights, enum) else str(weights)
     if choice not in enum.__members__:
@@ -135,17 +139,32 @@ def _weights_file(name: str, pretrained: bool, weights: str | Path | None) -> Pa
             reason = f"the download failed ({type(e).__name__}: {e})"
     raise KitError(
         f"pretrained weights for {name} are not on this machine and {reason}: download {url} "
-        f"and put it at {path} (the TORCH_HOME cache), or pass weights='/path/to/{path.name}' "
+        f"and put it at {path} (the TORCH_HOME cache), or pass --weights /path/to/{path.name} (weights= in Python) "
         f"(on Kaggle: add the file as a dataset and use its /kaggle/input/... path)"
     )
 
 
 def _load(model: nn.Module, name: str, path: Path) -> None:
-    """Load the state dict in `path` (torchvision's file, or a dict holding it) into `model`."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load the state dict in `path` (torchvision's file, or a dict holding it) into `model`.
+
+    KitError naming the file and what it seems to be when it is no weights file (an HTML page from
+    a failed download, a cut-off file, a Git LFS pointer) or does not fit the model.
+    """
+    kind = file_kind(path)
+    again = f"Download it again ({name}'s weights from torchvision), or pass another file to --weights (weights=)."
+    if not kind.startswith(("a PyTorch file", "a ZIP archive", "a Python pickle")):
+        raise KitError(f"weights file {path}: {kind}, not a PyTorch weights file. {again}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise KitError(f"weights file {path}: {kind} that torch cannot read as weights ({first_sentence(e)}): cut "
+                       f"off, damaged, or not a state dict. {again}") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise KitError(f"weights file {path}: holds {type(state).__name__}, not a state dict of tensors. {again}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

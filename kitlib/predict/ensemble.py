@@ -255,7 +255,8 @@ def predict_submission(runs: Sequence[Run | str | Path] | str | Path, data: Comp
         raise KitError(f"{runs[0].name} predicts {len(unknown)} class(es) that {data.root} does not have: "
                        f"{unknown[:5]}. Predict with runs trained on this competition.")
     if len(data.test) == 0:
-        raise KitError(f"{data.root}: no test images to predict (no test folder found).")
+        raise KitError(f"{data.root}: no test images to predict (no test folder, or one without images: "
+                       "test_data/ or test/ holding the images, beside the training data).")
     probs = predict_probs(runs, data.test, tta=tta, scales=scales, batch_size=batch_size, device=device,
                           aggregate=aggregate, progress=progress)
     ids = data.test["sample_index"].tolist()

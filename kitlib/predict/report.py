@@ -28,7 +28,7 @@ from kitlib import rundir
 from kitlib.errors import KitError
 from kitlib.files import read_csv_strings
 from kitlib.figures import save_figure, shorten
-from kitlib.metrics import confusion, per_class_prf, random_baseline_f1
+from kitlib.metrics import absent_note, confusion, per_class_prf, random_baseline_f1
 from kitlib.predict.ensemble import load_runs, predict_probs
 
 FULL_NAMES_UP_TO = 30  # classes; beyond this the axes show "index short-name" and thin the ticks
@@ -39,7 +39,8 @@ class Report:
     """The numbers of one evaluation and the files written for it."""
 
     macro_f1: float
-    """Mean F1 over all classes (sklearn's macro average)."""
+    """Mean F1 over the classes that have samples here (all classes, as sklearn's macro average, when each
+    has one); the summary names the classes left out."""
     accuracy: float
     """Share of samples predicted correctly."""
     per_class: pd.DataFrame
@@ -49,7 +50,7 @@ class Report:
     confused_pairs: pd.DataFrame
     """The largest off-diagonal cells: true, predicted, count, share (of the true class's samples)."""
     baseline: dict[str, float]
-    """Macro-F1 of guessing: 'uniform', 'prior', 'majority', 'best' (see metrics.random_baseline_f1)."""
+    """Macro-F1 of guessing over the same classes: 'uniform', 'prior', 'majority', 'best' (metrics.random_baseline_f1)."""
     summary: str
     """The printed text summary."""
     files: dict[str, Path] = field(default_factory=dict)
@@ -123,6 +124,7 @@ def _summary(title: str, report: dict, classes: Sequence[str], n: int) -> str:
     best = max(("uniform", "prior", "majority"), key=base.get)
     lines = [f"{title + ': ' if title else ''}macro-F1 {f1:.4f} | accuracy {report['accuracy']:.4f} | "
              f"{n} samples, {len(classes)} classes",
+             *filter(None, [absent_note(report["per_class"]["support"], classes)]),
              f"random-guess macro-F1 {base['best']:.4f} ({best} guessing; uniform {base['uniform']:.4f}, "
              f"prior {base['prior']:.4f}, always-majority {base['majority']:.4f})"]
     if f1 <= base["best"]:
@@ -167,10 +169,13 @@ def evaluate(y_true, probs, classes: Sequence[str], *, out_dir: Path | None = No
     conf = confusion(targets, probs.argmax(axis=1), k)
     prf = per_class_prf(conf)
     per_class = pd.DataFrame({**prf, "predicted": conf.sum(axis=0)}, index=pd.Index(classes, name="class"))
-    numbers = {"macro_f1": float(prf["f1"].mean()), "accuracy": float(np.trace(conf) / conf.sum()),
+    present = prf["support"] > 0  # a class without samples here has no F1: left out of the mean, and said so
+    numbers = {"macro_f1": float(prf["f1"][present].mean()), "accuracy": float(np.trace(conf) / conf.sum()),
                "per_class": per_class, "confusion": conf,
                "confused_pairs": confused_pairs(conf, classes, top_pairs),
-               "baseline": random_baseline_f1(prf["support"], guess_counts=train_counts)}
+               # guessing's macro-F1 over the same classes (an absent class's F1 is 0 for every guesser)
+               "baseline": {name: value * k / max(int(present.sum()), 1) for name, value in
+                            random_baseline_f1(prf["support"], guess_counts=train_counts).items()}}
     summary = _summary(title, numbers, classes, len(targets))
     files: dict[str, Path] = {}
     if out_dir is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 import kitlib
-from kitlib.data.layouts import ID_COLUMNS, LABEL_COLUMNS
+from kitlib.data.columns import FLAGS, ID_COLUMNS, LABEL_COLUMNS, find_column
 from kitlib.errors import KitError
 from kitlib.files import read_csv_strings, replace_atomically
 
@@ -93,13 +93,14 @@ def _template(sample_submission: Path | None, test_ids: Sequence[str], id_column
                        "to write sample_index,label over the sorted test ids.")
     frame, name = read_csv_strings(sample_submission), sample_submission.name
     columns = list(frame.columns)
-    id_col = id_column or next((c for c in ID_COLUMNS if c in columns), columns[0])
+    id_col = id_column or find_column(frame, None, ID_COLUMNS, "id", sample_submission) or columns[0]
     others = [c for c in columns if c != id_col]
-    label_col = label_column or next((c for c in LABEL_COLUMNS if c in others), others[0] if others else None)
+    label_col = label_column or find_column(frame[others], None, LABEL_COLUMNS, "label", sample_submission) or (
+        others[0] if others else None)
     for what, column in (("id", id_col), ("label", label_col)):
         if column not in columns:
             raise KitError(f"{sample_submission}: no {what} column {column!r}; its columns are {columns}. "
-                           f"Pass {what}_column= one of them.")
+                           f"Pass {FLAGS[what]} with one of them.")
     dupes = _repeats(frame[id_col])
     if dupes:
         raise KitError(f"{sample_submission}: ids {_listing(dupes)} appear more than once; "

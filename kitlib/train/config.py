@@ -135,31 +135,42 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs is not None and self.time_budget is not None:
-            raise KitError("give epochs or time_budget, not both: they are alternatives.")
+            raise KitError("give epochs or time_budget, not both: they are alternatives (--epochs, --time-budget).")
         for name, low in (("batch_size", 1), ("grad_accum", 1), ("epochs", 1), ("image_size", 8),
                           ("decode_size", 8), ("early_stopping", 1), ("threads", 1), ("tiles_per_image", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < low):
-                raise KitError(f"{name}={value!r}: give a whole number of at least {low}.")
+                raise KitError(f"{_named(name)}={value!r}: give a whole number of at least {low}.")
         for name, low, high in (("val_fraction", 0.0, 0.99), ("head_fraction", 0.01, 0.99), ("warmup", 0.0, 0.99),
                                 ("label_smoothing", 0.0, 0.99), ("strength_start", 0.0, 1.0),
                                 ("strength_ramp", 0.01, 1.0), ("early_lr_factor", 1e-4, 1.0),
                                 ("finetune_lr_scale", 1e-4, 1.0), ("tile_scale", 0.01, 4.0),
                                 ("tile_coverage", 0.01, 1.0), ("tile_min_area", 0.0, 0.99)):
             if not low <= getattr(self, name) <= high:
-                raise KitError(f"{name}={getattr(self, name)!r}: give a value from {low:g} to {high:g}.")
+                raise KitError(f"{_named(name)}={getattr(self, name)!r}: give a value from {low:g} to {high:g}.")
         if self.time_budget is not None and self.time_budget <= 0:
-            raise KitError(f"time_budget={self.time_budget!r}: give a positive number of seconds.")
+            raise KitError(f"{_named('time_budget')}={self.time_budget!r}: give a positive number of seconds.")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise KitError(f"ema={self.ema!r}: give a decay between 0 and 1 (e.g. 0.999), or None for no EMA.")
         for name, choices in choices_of().items():
             if getattr(self, name) not in choices:
-                raise KitError(f"{name} {getattr(self, name)!r}: choose one of {', '.join(choices)}.")
+                raise KitError(f"{_named(name)} {getattr(self, name)!r}: choose one of {', '.join(choices)}.")
         if not DEVICE.fullmatch(self.device):
             raise KitError(f"device {self.device!r}: choose one of auto, cpu, cuda, cuda:N, mps.")
 
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+FLAGS = {"image_size": "--size", "decode_size": "--decode-size", "batch_size": "--batch-size", "epochs": "--epochs",
+         "time_budget": "--time-budget", "val_fraction": "--val-fraction", "tile_scale": "--tile-scale",
+         "tiles_per_image": "--tiles-per-image", "schedule": "--schedule", "precision": "--precision",
+         "augment": "--augment", "masks": "--masks", "aggregate": "--aggregate", "model": "--model",
+         "optimizer": "--optimizer", "device": "--device"}
+"""The command line's flag of each TrainConfig field that has one: errors name both, for notebooks and shells."""
+
+
+def _named(field: str) -> str:
+    """How an error names a field: 'image_size (--size)', or the field alone when no flag sets it."""
+    return f"{field} ({FLAGS[field]})" if field in FLAGS else field
 
 
 def choices_of() -> dict[str, tuple[str, ...]]:

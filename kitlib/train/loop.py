@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,12 +129,15 @@ def validate(trainer: Trainer, model: torch.nn.Module) -> tuple[dict, torch.Tens
     probs = validation_probs(t, model, rows)
     truth = t.data.targets[rows]
     k = len(t.data.classes)
-    conf = metrics.confusion(truth, probs, k)
+    prf = metrics.per_class_prf(metrics.confusion(truth, probs, k))
+    if note := metrics.absent_note(prf["support"], t.data.classes):  # a rare class may miss the split: said once
+        warnings.warn(f"validation {note}")
     return {
         "val_loss": float(probability_losses(probs, truth).mean()),
         "val_accuracy": metrics.accuracy(truth, probs),
-        "val_macro_f1": metrics.macro_f1(truth, probs, k),
-        "per_class_f1": [round(float(f), 5) for f in metrics.per_class_prf(conf)["f1"]],
+        "val_macro_f1": metrics.macro_f1(truth, probs, k, present_only=True),
+        # no validation sample: no F1 (an empty cell in per_class_f1.csv), not a 0
+        "per_class_f1": [round(float(f), 5) if n else math.nan for f, n in zip(prf["f1"], prf["support"])],
     }, probs
 
 
