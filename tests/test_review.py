@@ -277,6 +277,13 @@ def test_view_png_turns_a_photo_upright_and_enlarges_small_images(tmp_path):
     Image.fromarray(np.zeros((400, 1200, 3), dtype=np.uint8)).save(photo, exif=exif)
     png, size = review_grid.view_png(photo, longest=600)
     assert size == (400, 1200) and Image.open(io.BytesIO(png)).size == (200, 600)
+    mask = np.zeros((400, 1200), dtype=np.uint8)  # drawn on the stored pixels: its left quarter
+    mask[:, :300] = 255
+    Image.fromarray(mask).save(tmp_path / "photo_mask.png")
+    png, _ = review_grid.view_png(photo, tmp_path / "photo_mask.png", longest=600)
+    green = (np.asarray(Image.open(io.BytesIO(png))) == review_grid.OUTLINE).all(axis=2)
+    rows = np.flatnonzero(green.any(axis=1))
+    assert (rows.min(), rows.max()) == (0, 149)  # turned with the photo: the top quarter as shown
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "digit.png")
     png, size = review_grid.view_png(tmp_path / "digit.png")
     assert size == (32, 32) and Image.open(io.BytesIO(png)).size == (512, 512)

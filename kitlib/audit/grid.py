@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from kitlib.data.images import open_image, oriented_size, upright
+from kitlib.data.images import open_image, oriented_size, upright, upright_like
 from kitlib.errors import KitError
 from kitlib.figures import save_figure, shorten
 
@@ -141,10 +141,15 @@ def view_png(image_path: str | Path, mask_path: str | Path | None = None, *,
 
     Large images (slides) are shrunk to `longest` px on their longest side; small ones are enlarged
     by whole pixels up to ENLARGE_TO px (or `longest`, when smaller). Both files are turned upright by
-    their EXIF orientation. KitError for a missing or unreadable file (kitlib.data.images.open_image).
+    their EXIF orientation (the mask as kitlib.data.images.upright_like says). KitError for a missing or
+    unreadable file (kitlib.data.images.open_image).
     """
+    mask = None
     with open_image(image_path) as im:
         size = oriented_size(im)
+        if mask_path is not None:
+            with open_image(mask_path) as m:
+                mask = upright_like(m, im).convert("L")  # before draft() changes the image's size
         im.draft("RGB", (longest, longest))  # JPEG: decode at a reduced scale (a no-op for PNG)
         picture = upright(im).convert("RGB")
     factor = longest / max(picture.size)
@@ -155,8 +160,7 @@ def view_png(image_path: str | Path, mask_path: str | Path | None = None, *,
         whole = max(1, min(longest, ENLARGE_TO) // max(picture.size))
         picture = picture.resize((picture.width * whole, picture.height * whole), Image.NEAREST)
     pixels = np.asarray(picture).copy()
-    if mask_path is not None:
-        with open_image(mask_path) as m:
-            mask = upright(m).convert("L").resize(picture.size, Image.NEAREST)
-        pixels[outline(np.asarray(mask), width=max(1, max(picture.size) // 400))] = OUTLINE
+    if mask is not None:
+        mask = np.asarray(mask.resize(picture.size, Image.NEAREST))
+        pixels[outline(mask, width=max(1, max(picture.size) // 400))] = OUTLINE
     return png_bytes(pixels), size
