@@ -283,7 +283,8 @@ class ReviewParams:
     """The recipe of each fold's model: 3 minutes, no augmentation (it only ranks samples, and every preset
     flips, which breaks digits and text: on the demo 'light' reached 0.40 accuracy where 'none' reached 0.87)."""
     top_k: int = 48
-    """How many suspects, and how many of the worst losses, to show and review."""
+    """How many suspects the grid figure shows, and how many of the worst losses join the review (which
+    pages through every suspect)."""
 
     def smoke(self) -> ReviewParams:
         """2 folds of a tiny net, 12 images per grid."""
