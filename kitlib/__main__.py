@@ -138,7 +138,8 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--optimizer", choices=["sgd", "adamw"])
     parser.add_argument("--schedule", help="onecycle, cosine, triangular2, plateau, constant")
-    parser.add_argument("--augment", help="augmentation preset: none, light, medium, strong, auto")
+    parser.add_argument("--augment", help="augmentation preset: adaptive (default: light, or medium for runs of 40+ epochs), "
+                        "none, light, medium, strong, auto")
     parser.add_argument("--val-fraction", type=float)
     parser.add_argument("--folds", type=int, help="validate on one fold of K stratified folds")
     parser.add_argument("--fold", type=int)

@@ -5,36 +5,43 @@
 
 `python -m kitlib all DATA --out RUN --time-budget S` is this function. The budget is wall-clock
 seconds for everything: decoding, the audit, training and prediction; the time that prediction
-will need is kept aside first, then the audit takes its share, then training gets the rest.
+will need (measured on this machine) is kept aside first, then the audit takes its share, then
+training gets the rest. The final model trains on every sample it keeps: the validation samples join
+for a second, shorter learning-rate cycle (TrainConfig.join_at), and the first cycle's score on them
+is the run's estimate, recorded in submission.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from kitlib import rundir
+from kitlib import models, rundir, runtime
 from kitlib.audit import DEFAULT_FOLDS, AuditConfig, AuditResult, audit
-from kitlib.augment import matching_tta
+from kitlib.augment import eval_transform, matching_tta
 from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.errors import KitError
 from kitlib.files import read_csv_strings, write_table
+from kitlib.models.infer import probabilities, tta_views
 from kitlib.predict.ensemble import predict_submission
 from kitlib.predict.submission import WrittenSubmission
 from kitlib.train.config import TrainConfig
 from kitlib.train.loop import FitResult, fit
+from kitlib.train.recipe import JOIN_AT, resolve
 
 AUDIT_MODES = ("auto", "full", "quick", "report", "none")
 DROPPED_ISSUES = ("blank", "shared_mask", "alien", "conflict", "duplicate")
 """Issues `all` drops at every budget: the audit finds them without a model, precisely (README: Results).
 Mislabeled suspects are dropped only after a full audit, whose fold models have the evidence."""
-DROPPED = "dropped.csv"
-"""RUN/dropped.csv: the decisions (sample_index,action,new_label) `all` trained with."""
+PREDICT_OVERHEAD = 2.0
+"""Seconds of prediction that do not grow with the test set: loading the checkpoints, writing the files."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,8 @@ class AllConfig:
     audit only without a budget. On a 2-core CPU at 1,200 s the full audit's fold models agreed with 29 %
     of the labels, found a third of the flipped ones, and cost the final model 3 points of test macro-F1
     (README: Results); the quick audit gained 1.3 points at 300 s."""
-    predict_share: float = 0.1
-    """Share of the budget kept for predicting the test set (plus its decoding, estimated from the
-    training set's)."""
-    min_predict_seconds: float = 5.0
-    """Seconds kept for predicting at least."""
+    min_predict_seconds: float = 3.0
+    """Seconds kept for predicting at least (the time kept is measured: see _predict_seconds)."""
 
     def __post_init__(self):
         if self.audit not in AUDIT_MODES:
@@ -86,7 +90,7 @@ class AllConfig:
             raise KitError(f"time_budget={self.time_budget!r}: give a positive number of seconds.")
         if self.audit_folds < 2:
             raise KitError(f"audit_folds={self.audit_folds}: a full audit needs K >= 2 fold models.")
-        for name in ("audit_share", "predict_share", "trust_accuracy"):
+        for name in ("audit_share", "trust_accuracy"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise KitError(f"{name}={getattr(self, name)!r}: give a share between 0 and 1.")
 
@@ -152,7 +156,7 @@ def _audit(data: TrainingData, config: AllConfig, run: Path, budget: _Budget,
     agree = float((result.scores["predicted_label"] == result.scores["given_label"]).mean()) if folds else 0.0
     trusted = agree >= config.trust_accuracy
     dropped = result.suspects[result.suspects["issue"].isin(DROPPED_ISSUES + (("mislabeled",) if trusted else ()))]
-    path = write_table(run / DROPPED, pd.DataFrame({"sample_index": dropped["sample_index"], "action": "drop",
+    path = write_table(run / rundir.DROPPED, pd.DataFrame({"sample_index": dropped["sample_index"], "action": "drop",
                                                     "new_label": ""}))
     kept = len(result.suspects) - len(dropped)
     why = (f"the fold models agree with {agree:.0%} of the given labels, below {config.trust_accuracy:.0%}" if folds
@@ -160,6 +164,45 @@ def _audit(data: TrainingData, config: AllConfig, run: Path, budget: _Budget,
     print(f"dropping {len(dropped)} suspects ({path})" + (f"; {kept} mislabeled suspects only listed: {why}"
                                                          if kept else ""))
     return result, path
+
+
+def _predict_seconds(data: TrainingData, train: TrainConfig, test_images: int, decode_per_image: float,
+                     least: float, runs: int = 1) -> float:
+    """Seconds to keep for predicting `test_images` images with `runs` models: decoding them at
+    `decode_per_image`, the forward passes (with the TTA views) of the recipe's model, timed here on random
+    pixels, plus PREDICT_OVERHEAD; x1.5 and at least `least`. The timing itself takes about a second."""
+    device = runtime.pick_device(train.device)
+    config = resolve(train, data, device)
+    model = models.create(config.model, len(data.classes), norm=config.norm, **config.model_options).to(
+        device, memory_format=torch.channels_last)
+    views = tta_views(matching_tta(train.augment))
+    size = (config.image_size, config.image_size)
+    transform = eval_transform(size=size, mean=(0.5,) * 3, std=(0.25,) * 3)
+    n = max(2, min(64, 2**20 // (size[0] * size[1])))  # 64 small images, a few large tiles
+    batch = torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8)
+    probabilities(model, [batch], transform, views=views, device=device, precision=config.precision)  # warm-up
+    started = time.perf_counter()
+    probabilities(model, [batch, batch], transform, views=views, device=device, precision=config.precision)
+    per_input = (time.perf_counter() - started) / (2 * n)
+    inputs = test_images * (float(data.tiles.counts().float().mean()) if data.tiles is not None else 1.0)
+    return max(least, 1.5 * (test_images * decode_per_image + runs * inputs * per_input) + PREDICT_OVERHEAD)
+
+
+def estimate(fitted: FitResult) -> dict:
+    """What submission.json says about the expected test score, and where it comes from."""
+    best = fitted.best
+    if best.get("estimate"):
+        e = best["estimate"]
+        return {"macro_f1": e["val_macro_f1"], "accuracy": e["val_accuracy"], "source": "hold-out, then joined",
+                "how": f"the final model's first learning-rate cycle trained on {e['trained_on']} samples and was "
+                       f"scored on the {e['samples']} held out (epoch {e['epoch']}); those then joined for a second, "
+                       "shorter cycle on every sample, so the submitted model should score at least this"}
+    if not math.isnan(best.get("val_macro_f1", math.nan)):
+        return {"macro_f1": best["val_macro_f1"], "accuracy": best["val_accuracy"], "source": "hold-out",
+                "how": f"the best epoch ({best['epoch']}) on the validation split, which the model never trained on "
+                       "(chosen on it: slightly optimistic)"}
+    return {"macro_f1": None, "accuracy": None, "source": "none",
+            "how": "no validation split (val_fraction=0): every sample was trained on, nothing is left to estimate with"}
 
 
 def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out: str | Path = "runs/all", *,
@@ -177,11 +220,11 @@ def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out
     prepared = prepare_for(competition, train)  # decoded inside the budget: large PNGs take minutes
     run = Path(out)
     if config.time_budget:
-        # predicting gets its share of the budget plus the test set's decoding, estimated from the
-        # training set's (zero when both were cached)
+        # predicting gets what it will take, measured: the test set's decoding at the training set's
+        # rate (zero when both were cached), and the model's forward passes timed on this machine
         per_image = (time.perf_counter() - decoding) / len(competition.samples)
-        budget.reserve = (max(config.min_predict_seconds, config.predict_share * config.time_budget)
-                          + per_image * len(competition.test))
+        budget.reserve = _predict_seconds(prepared, train, len(competition.test), per_image, config.min_predict_seconds,
+                                          runs=1 + (config.audit_folds if config.audit == "full" else 0))
         if budget.left() < 10:
             raise KitError(f"--time-budget {config.time_budget:g} s leaves no time to train: give more seconds.")
     audited, decisions = _audit(prepared, config, run, budget, competition)
@@ -189,13 +232,19 @@ def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out
         prepared = prepare_for(competition, train, decisions=decisions)
     if config.time_budget:
         train = dataclasses.replace(train, time_budget=max(budget.left(), 5.0))
+    if train.join_at is None:  # the final model sees every sample; its first cycle's hold-out score is the estimate
+        train = dataclasses.replace(train, join_at=JOIN_AT)
     fitted = fit(prepared, train, run)
     # a full audit's fold models join the final one (half the weight): their training time is not lost
     folds = decisions is not None and audited.oof_probs is not None
     models = [run] + ([run / rundir.FOLDS] if folds else [])
-    written = predict_submission(models, competition, run / rundir.SUBMISSION, tta=matching_tta(train.augment))
+    expected = estimate(fitted)
+    written = predict_submission(models, competition, run / rundir.SUBMISSION, tta=matching_tta(train.augment),
+                                 meta={"estimate": expected})
     seconds = time.perf_counter() - started
     print(f"wrote {written.path} in {seconds:.0f} s"
           + (f", trained without {len(read_csv_strings(decisions))} of the audit's suspects" if decisions else "")
-          + (", predicted with its fold models too" if folds else ""))
+          + (", predicted with its fold models too" if folds else "")
+          + (f"; estimated test macro-F1 {expected['macro_f1']:.4f} ({expected['source']}: see submission.json)"
+             if expected["macro_f1"] is not None else "; no estimate of its score (no validation split)"))
     return AllResult(run, written, audited, fitted, seconds)

@@ -11,6 +11,8 @@
       tensorboard/         event files, when tensorboard is installed
       folds/fold0, ...     fold runs (the audit's), each a run folder of its own
       suspects.csv, scores.csv, suspects.png, decisions.csv    the audit's and the review's (kitlib.audit)
+      checks.csv, oof.npz  the audit's reported-only checks; a full audit's out-of-fold probabilities and features
+      dropped.csv          the decisions `all` trained with (sample_index,action,new_label)
       submission.csv, submission.json                          `all`'s submission (kitlib.predict)
 
 Validation predictions are per sample (per image, also when a model sees tiles of it), always
@@ -46,6 +48,12 @@ SUSPECTS = "suspects.csv"
 SCORES = "scores.csv"
 SUSPECTS_PNG = "suspects.png"
 DECISIONS = "decisions.csv"
+CHECKS = "checks.csv"
+"""RUN/checks.csv: what the audit reports but never drops (kitlib.audit.config.CHECK_COLUMNS)."""
+OOF = "oof.npz"
+"""RUN/oof.npz of a full audit: ids, probs (N, K) out of fold, features (N, D) of the fold models."""
+DROPPED = "dropped.csv"
+"""RUN/dropped.csv: the decisions (sample_index,action,new_label) `all` trained with."""
 SUBMISSION = "submission.csv"
 
 
@@ -112,6 +120,13 @@ def read_config(run: str | Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise KitError(f"{path}: not readable JSON ({error}).") from error
+
+
+def joined(run: str | Path) -> bool:
+    """Whether RUN's validation samples joined its training set for the final model (TrainConfig.join_at, as
+    `all` trains): its val.csv then holds the first cycle's predictions, and best.pt has seen those samples."""
+    metrics = Path(run) / METRICS
+    return metrics.is_file() and "joined" in set(read_csv_strings(metrics).get("phase", []))
 
 
 def is_run(folder: str | Path) -> bool:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("field,value,expected", [
     ("schedule", "cosin", "schedule (--schedule) 'cosin': choose one of onecycle, cosine, triangular2, plateau, constant."),
     ("precision", "fp8", "precision (--precision) 'fp8': choose one of auto, bf16, fp16, fp32."),
-    ("augment", "heavy", "augment (--augment) 'heavy': choose one of none, light, medium, strong, auto."),
+    ("augment", "heavy", "augment (--augment) 'heavy': choose one of adaptive, none, light, medium, strong, auto."),
     ("strength", "up", "strength 'up': choose one of auto, constant, ramp, phases."),
     ("fit", "stretch", "fit 'stretch': choose one of squash, pad, crop."),
     ("norm", "batchnorm", "norm 'batchnorm': choose one of auto, batch, group, layer, instance."),

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,13 +18,15 @@ import pandas as pd
 import pytest
 import torch
 
-from kitlib import checkpoint, models, runtime
+from kitlib import checkpoint, models, rundir, runtime
+from kitlib.predict import evaluate_ensemble, evaluate_run
 from kitlib.data import load_competition
 from kitlib.data import prepare
 from kitlib.errors import KitError
 from kitlib.data.dataset import decode_size
 from kitlib.train import TrainConfig
-from kitlib.train.schedules import Plateau, lr_factor
+from kitlib.train.recipe import adaptive_augment, resolve, train_size
+from kitlib.train.schedules import Clock, Plateau, lr_factor
 from kitlib.data import prepare_for
 from kitlib.train import fit, sample_losses
 
@@ -51,6 +54,14 @@ def test_schedule_curves():
     assert [plateau.update(s) for s in [0.5, 0.6, 0.6, 0.6, 0.7, 0.6, 0.6]] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
     with pytest.raises(KitError, match="choose one of onecycle, cosine"):
         lr_factor("linear", 0.5)
+
+
+def test_a_budget_clock_reaches_the_end_of_its_schedule_where_training_stops():
+    clock = Clock(total_steps=100, budget=100.0, started=time.perf_counter() - 45.0, reserve=10.0)
+    assert round(clock.progress(0), 2) == 0.5 and not clock.out_of_time()  # 45 of the 90 s that train
+    clock.keep(60.0)  # a slow save measured: the reserve only grows
+    clock.keep(20.0)
+    assert clock.reserve == 60.0 and clock.progress(0) == 1.0 and clock.out_of_time()
 
 
 def test_initial_loss_is_log_k(demo_data):
@@ -81,6 +92,56 @@ def test_fit_end_to_end_then_resume(demo_data, tmp_path):
     assert list(pd.read_csv(run / "metrics.csv")["step"]) == [19, 38, 57]
 
 
+def test_adaptive_augmentation_is_medium_for_long_runs_only(demo_data):
+    assert [adaptive_augment(e) for e in (1, 39.9, 40, 300)] == ["light", "light", "medium", "medium"]
+    cpu = torch.device("cpu")
+    assert [resolve(TrainConfig(epochs=e), demo_data, cpu).augment for e in (10, 60)] == ["light", "medium"]
+    assert resolve(TrainConfig(time_budget=60), demo_data, cpu).augment == "adaptive"  # decided after epoch 1
+    assert resolve(TrainConfig(epochs=60, augment="light"), demo_data, cpu).augment == "light"  # a choice stays
+
+
+def test_progressive_resizing_grows_the_batches_to_the_full_size():
+    config = TrainConfig(image_size=64, resize_from=0.5, resize_until=0.75)
+    assert [train_size(config, p) for p in (0.0, 0.2, 0.375, 0.6, 0.75, 1.0)] == [32, 40, 48, 56, 64, 64]
+    joined = dataclasses.replace(config, join_at=0.8)  # the ramp ends inside the first cycle: 0.75 x 0.8
+    assert [train_size(joined, p) for p in (0.3, 0.6, 0.9)] == [48, 64, 64]
+    assert [train_size(TrainConfig(image_size=32, resize_from=0.5), p) for p in (0.0, 0.4, 1.0)] == [16, 24, 32]
+    assert train_size(TrainConfig(image_size=64, resize_from=1.0), 0.0) == 64
+    with pytest.raises(KitError, match="resize_from=0.1: give a fraction"):
+        TrainConfig(resize_from=0.1)
+
+
+def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    result = fit(demo_data, TrainConfig(epochs=4, join_at=0.5, **TINY), run)
+    metrics = pd.read_csv(run / "metrics.csv")
+    # two epochs of the 1,198 training digits, then two of all 1,497: 19 and 24 batches of 64
+    assert list(metrics["phase"]) == ["train", "train", "joined", "joined"]
+    assert list(metrics["step"]) == [19, 38, 62, 86]
+    assert metrics["val_macro_f1"].notna().tolist() == [True, True, False, False]
+    assert metrics["lr"].iloc[1] < 0.02 * 0.1 and metrics["lr"].iloc[2] > metrics["lr"].iloc[3]  # two cycles
+    saved = checkpoint.load(run / "best.pt")
+    assert saved["epoch"] == 4 and saved["metrics"]["estimate"]["epoch"] == 2  # the last model predicts
+    estimate = result.best["estimate"]
+    assert (estimate["samples"], estimate["trained_on"]) == (299, 1198)
+    assert estimate["val_macro_f1"] == pytest.approx(metrics["val_macro_f1"].iloc[1], abs=1e-6)
+    assert len(pd.read_csv(run / "val.csv")) == 299  # the first cycle's predictions: the honest ones
+    out = capsys.readouterr().out
+    assert "first cycle done: val macro-F1" in out and "final model: epoch 4, trained on all 1497 samples" in out
+    # the report scores the first cycle's predictions, and refuses to score the final model on samples it saw
+    assert rundir.joined(run) and "run (validation, before those samples joined training)" in evaluate_run(run).summary
+    with pytest.raises(KitError, match="trained on its validation samples too"):
+        evaluate_ensemble([run], None, tmp_path / "report")
+
+
+def test_without_a_validation_split_the_summary_says_so(demo_data, tmp_path, capsys):
+    everything = dataclasses.replace(demo_data, train_index=demo_data.train_index[:256],
+                                     val_index=demo_data.val_index[:0])
+    fit(everything, TrainConfig(epochs=1, join_at=0.5, **TINY), tmp_path / "run")
+    assert "last epoch 1: no validation split (val_fraction=0), so no estimate of the test score" in \
+        capsys.readouterr().out
+
+
 def test_bf16_autocast_trains_on_cpu(demo_data, tmp_path):
     # the precision AMX / AVX-512-BF16 CPUs get by default; forced here, where it is only slower
     small = dataclasses.replace(demo_data, train_index=demo_data.train_index[:256], val_index=demo_data.val_index[:64])
@@ -108,13 +169,17 @@ def test_validation_batches_are_identical_across_epochs(demo_data, tmp_path, mon
     assert len(seen) >= 2 and torch.equal(seen[0], seen[1])
 
 
-def test_time_budget_is_kept(demo_data, tmp_path):
+def test_time_budget_is_kept(demo_data, tmp_path, capsys):
     budget = 25.0
     started = time.perf_counter()
     result = fit(demo_data, TrainConfig(time_budget=budget, **TINY), tmp_path / "run")
     took = time.perf_counter() - started
     assert 0.6 * budget < took < 1.1 * budget
     assert (tmp_path / "run" / "best.pt").exists() and result.history[-1]["strength"] > 0.3
+    # the adaptive augmentation chose once, after the first epoch, and the choice survives the checkpoint
+    chosen = re.findall(r"augment: adaptive chose (light|medium): ~(\d+) epochs fit the budget", capsys.readouterr().out)
+    assert len(chosen) == 1 and chosen[0][0] == adaptive_augment(int(chosen[0][1]))
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["train_state"]["state"]["augment"] == chosen[0][0]
     again = fit(demo_data, TrainConfig(progress=False, images_dir=None), tmp_path / "run", resume=True)
     assert again.history == result.history  # the budget is spent: resuming trains nothing more
 

@@ -10,7 +10,7 @@ cleanlab's confident learning on their probabilities; scores.py puts it together
 grid.py draws captioned grids; review.py is the review by hand (top losses, the widget, decisions.csv).
 """
 
-from kitlib.audit.config import (CHECK_COLUMNS, CHECKS, DEFAULT_FOLDS, ISSUES, OOF, SUSPECT_COLUMNS,  # noqa: F401
+from kitlib.audit.config import (CHECK_COLUMNS, DEFAULT_FOLDS, ISSUES, SUSPECT_COLUMNS,  # noqa: F401
                                  AuditConfig)
 from kitlib.audit.duplicates import detail, near_pairs, nearest, structure  # noqa: F401
 from kitlib.audit.foreign import foreign_z, image_statistics, robust_distance, statistics_z  # noqa: F401

@@ -15,10 +15,6 @@ SUSPECT_COLUMNS = ["sample_index", "issue", "score", "given_label", "suggested_l
 CHECK_COLUMNS = ["set", "sample_index", "check", "score", "twin", "group"]
 """checks.csv: what is reported but never dropped (empty and full masks; on the test set also shared
 masks and train/test duplicates, `leak`): `set` is train or test, `twin` the training copy of a leak."""
-CHECKS = "checks.csv"
-"""RUN/checks.csv: what the audit reports but never drops (CHECK_COLUMNS)."""
-OOF = "oof.npz"
-"""RUN/oof.npz of a full audit: ids, probs (N, K) out of fold, features (N, D) of the fold models."""
 DEFAULT_FOLDS = 4
 """K of every audit front-end (the CLI, `all`, notebook 01): 4 fold models, each trained on 3/4 of the data."""
 

@@ -40,7 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kitlib import rundir
-from kitlib.audit.config import CHECK_COLUMNS, CHECKS, ISSUES, OOF, SUSPECT_COLUMNS, AuditConfig
+from kitlib.audit.config import CHECK_COLUMNS, ISSUES, SUSPECT_COLUMNS, AuditConfig
 from kitlib.audit.duplicates import near_pairs
 from kitlib.audit.foreign import foreign_z, statistics_z
 from kitlib.audit.grid import plot_suspects
@@ -268,7 +268,7 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
     probs = z = features = None
     if config.folds:
         probs, z, features = out_of_fold(data, config, out, deadline=deadline)
-        np.savez_compressed(out / OOF, ids=np.array(data.ids), probs=probs, features=features)
+        np.savez_compressed(out / rundir.OOF, ids=np.array(data.ids), probs=probs, features=features)
     with tqdm(total=2, desc="audit: scoring", disable=not config.train.progress) as bar:
         scores = score_table(data, probs, z, config, has_mask=_has_mask(competition, data.ids))
         suspects = suspects_from(scores)
@@ -282,10 +282,10 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
     scores = scores.drop(columns=["mislabeled_flag"])  # suspects.csv says which were flagged
     write_table(out / rundir.SCORES, scores)
     write_table(out / rundir.SUSPECTS, suspects)
-    write_table(out / CHECKS, checks)
+    write_table(out / rundir.CHECKS, checks)
     plot_suspects(suspects, data, out / rundir.SUSPECTS_PNG)
     found = suspects["issue"].value_counts().reindex(ISSUES, fill_value=0)
     print(f"audit: {len(suspects)} suspects of {len(scores)} samples ("
           + ", ".join(f"{n} {issue}" for issue, n in found.items()) + f"); {len(checks)} checks reported; wrote "
-          f"{out / rundir.SUSPECTS}, {out / rundir.SCORES}, {out / CHECKS}, {out / rundir.SUSPECTS_PNG}")
+          f"{out / rundir.SUSPECTS}, {out / rundir.SCORES}, {out / rundir.CHECKS}, {out / rundir.SUSPECTS_PNG}")
     return AuditResult(out, scores, suspects, probs, checks, features)

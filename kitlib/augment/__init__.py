@@ -80,11 +80,20 @@ PRESETS: dict[str, list] = {
 }
 
 
+ADAPTIVE = "adaptive"
+"""TrainConfig.augment's default: 'light' or 'medium', chosen by the epochs a run will see
+(kitlib.train.recipe.adaptive_augment); until chosen, and to pick the TTA, it stands for 'light'."""
+
+
 def resolve_ops(ops: str | list) -> tuple:
-    """A preset name or a list of ops -> a checked tuple of ops ('pixels' ops before 'final' ops)."""
+    """A preset name (or ADAPTIVE: light's ops) or a list of ops -> a checked tuple of ops ('pixels' ops
+    before 'final' ops)."""
+    if ops == ADAPTIVE:
+        ops = "light"
     if isinstance(ops, str):
         if ops not in PRESETS:
-            raise KitError(f"augmentation preset {ops!r}: choose one of {', '.join(PRESETS)}, or pass a list of ops.")
+            raise KitError(f"augmentation preset {ops!r}: choose one of {ADAPTIVE}, {', '.join(PRESETS)}, or pass a "
+                           "list of ops.")
         ops = PRESETS[ops]
     ops = tuple(ops)
     for op in ops:

@@ -233,12 +233,14 @@ def _run_record(run: Run) -> dict:
 def predict_submission(runs: Sequence[Run | str | Path] | str | Path, data: Competition | str | Path,
                        out_csv: str | Path, *, tta: str = "hflip", scales: Sequence[float] = (1.0,),
                        batch_size: int = 256, device: str | torch.device | None = None,
-                       aggregate: str | None = None, progress: bool = True) -> WrittenSubmission:
+                       aggregate: str | None = None, progress: bool = True,
+                       meta: dict | None = None) -> WrittenSubmission:
     """Predict the test set with the runs' ensemble and write the submission CSV and its .json record.
 
     The CSV has the sample file's columns, id order and row count (or sample_index,label over the
     sorted test ids) and the training label strings; it is validated before it replaces any file.
-    The .json beside it holds the models (paths, configs, git commits), the TTA and the kit version.
+    The .json beside it holds the models (paths, configs, git commits), the TTA and the kit version, and
+    `meta`'s entries (e.g. `all`'s estimate of the score).
     """
     views = tta_views(tta, scales)  # fail on a bad option before loading anything
     if aggregate is not None and aggregate not in AGGREGATES:
@@ -265,7 +267,8 @@ def predict_submission(runs: Sequence[Run | str | Path] | str | Path, data: Comp
             "ensemble": "mean of probabilities over TTA views, then over a tile model's tiles of an image (as "
                         "its aggregate says), then over the folds of a run, then over runs",
             "aggregate": aggregate or "as each tile model was trained",
-            "data": str(data.root), "kit_version": kitlib.__version__, "git_commit": checkpoint.git_commit()}
+            "data": str(data.root), "kit_version": kitlib.__version__, "git_commit": checkpoint.git_commit(),
+            **(meta or {})}
     return write_submission(out_csv, ids, [classes[i] for i in probs.argmax(1)], classes=classes,
                             sample_submission=data.sample_submission, test_ids=ids,
                             train_labels=data.samples["label"].tolist(), id_column=data.id_column,

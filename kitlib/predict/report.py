@@ -192,11 +192,13 @@ def evaluate(y_true, probs, classes: Sequence[str], *, out_dir: Path | None = No
 
 
 def evaluate_run(run: str | Path, out_dir: str | Path | None = None, *, title: str | None = None) -> Report:
-    """The evaluation report of a run's best model on its validation split (val_probs.npy + val.csv)."""
+    """The evaluation report of a run's best model on its validation split (val_probs.npy + val.csv); for a run
+    whose validation samples then joined training (`all`), of its first cycle's model, scored before they did."""
     run = Path(run).expanduser()
     found = rundir.read_validation(run)
+    when = " (validation, before those samples joined training)" if rundir.joined(run) else " (validation)"
     return evaluate(found.table["label"].tolist(), found.probs, found.classes,
-                    out_dir=None if out_dir is None else Path(out_dir), title=title or f"{run.name} (validation)")
+                    out_dir=None if out_dir is None else Path(out_dir), title=title or f"{run.name}{when}")
 
 
 def evaluate_oof(ids: Sequence[str], labels: Sequence[str], probs, classes: Sequence[str], *,
@@ -228,6 +230,9 @@ def evaluate_ensemble(runs, competition, out_dir: Path, *, tta: str = "none", sc
     for run in runs:
         if rundir.validated_ids(run) is None:
             raise KitError(f"{run}: no {rundir.VAL_TABLE} (a run without a validation split, or a folder of folds).")
+        if rundir.joined(run):
+            raise KitError(f"{run}: its final model trained on its validation samples too (`all` lets them join), so "
+                           "it cannot be scored on them: evaluate_run reports its first cycle's honest predictions.")
     if any(rundir.validated_ids(run) != rundir.validated_ids(runs[0]) for run in runs[1:]):
         raise KitError(f"runs {', '.join(str(r) for r in runs)} validated on different samples: give them the same "
                        "val_fraction, seed and decisions to compare them on one split.")

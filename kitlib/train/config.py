@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from kitlib import models
-from kitlib.augment import PRESETS
+from kitlib.augment import ADAPTIVE, PRESETS
 from kitlib.augment import SCHEDULES as STRENGTHS
 from kitlib.data.cache import FITS
 from kitlib.data.masks import MASK_MODES
@@ -39,6 +39,12 @@ class TrainConfig:
     """Extra arguments for models.create (e.g. {'dropout': 0.2}, {'widths': [64, 128, 256]})."""
     image_size: int | None = None
     """Model input in px (square); None: the pretrained weights' size, else the decoded size."""
+    resize_from: float | None = None
+    """Progressive resizing: training batches start at this fraction of `image_size` and grow to the full
+    size by `resize_until` of training (validation and prediction always see the full size); 1: off;
+    None: auto (kitlib.train.recipe.auto_resize_from: RESIZE_FROM under a time budget, off by epochs)."""
+    resize_until: float = 0.75
+    """Fraction of training (0..1) after which batches are at the full size."""
     epochs: int | None = None
     """Epochs to train; the alternative to `time_budget` (default 30 when neither is given)."""
     time_budget: float | None = None
@@ -64,9 +70,11 @@ class TrainConfig:
     """Share of each target spread over all classes."""
     class_weights: str = "auto"
     """Loss weights per class: none, balanced (1/count), sqrt (1/sqrt(count)), auto (sqrt if the largest class is > 3x the smallest)."""
-    augment: str = "light"
+    augment: str = ADAPTIVE
     """Augmentation preset (kitlib.augment.PRESETS): none, light (flip + shift: safe on short runs),
-    medium, strong, auto (TrivialAugmentWide); stronger presets pay off on longer runs."""
+    medium, strong, auto (TrivialAugmentWide); stronger presets pay off on longer runs. adaptive: light, or
+    medium when the run will see its data at least kitlib.train.recipe.ADAPTIVE_EPOCHS times (by `epochs`,
+    or under a time budget at the first epoch's pace: decided after it)."""
     strength: str = "auto"
     """Augmentation strength schedule: constant, ramp, phases, or auto (phases when fine-tuning, else ramp)."""
     strength_start: float = 0.3
@@ -89,6 +97,11 @@ class TrainConfig:
     """Stop after this many epochs without a better validation macro-F1 (None: never)."""
     val_fraction: float = 0.2
     """Validation share of each class when the layout has no validation split (0: train on all)."""
+    join_at: float | None = None
+    """Fraction of training (0..1) at which the validation samples join the training set: the first learning-
+    rate cycle ends there, its final validation scores are the run's honest estimate (RUN/val.csv holds its
+    predictions), then a second, shorter cycle trains on every sample and its last model is the one saved;
+    None or 1: they stay held out (`all` sets it: kitlib.train.recipe.JOIN_AT)."""
     folds: int | None = None
     """Use fold `fold` of stratified K folds as validation instead of a hold-out."""
     fold: int = 0
@@ -145,11 +158,18 @@ class TrainConfig:
                                 ("label_smoothing", 0.0, 0.99), ("strength_start", 0.0, 1.0),
                                 ("strength_ramp", 0.01, 1.0), ("early_lr_factor", 1e-4, 1.0),
                                 ("finetune_lr_scale", 1e-4, 1.0), ("tile_scale", 0.01, 4.0),
-                                ("tile_coverage", 0.01, 1.0), ("tile_min_area", 0.0, 0.99)):
+                                ("tile_coverage", 0.01, 1.0), ("tile_min_area", 0.0, 0.99),
+                                ("resize_until", 0.0, 1.0)):
             if not low <= getattr(self, name) <= high:
                 raise KitError(f"{_named(name)}={getattr(self, name)!r}: give a value from {low:g} to {high:g}.")
         if self.time_budget is not None and self.time_budget <= 0:
             raise KitError(f"{_named('time_budget')}={self.time_budget!r}: give a positive number of seconds.")
+        if self.join_at is not None and not 0.1 <= self.join_at <= 1.0:
+            raise KitError(f"{_named('join_at')}={self.join_at!r}: give a fraction of training from 0.1 to 1 (1 or None: the "
+                           "validation samples never join).")
+        if self.resize_from is not None and not 0.25 <= self.resize_from <= 1.0:
+            raise KitError(f"{_named('resize_from')}={self.resize_from!r}: give a fraction of the input size from 0.25 to 1 "
+                           "(1: no progressive resizing), or None for the automatic choice.")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise KitError(f"ema={self.ema!r}: give a decay between 0 and 1 (e.g. 0.999), or None for no EMA.")
         for name, choices in choices_of().items():
@@ -181,7 +201,7 @@ def choices_of() -> dict[str, tuple[str, ...]]:
         "optimizer": ("auto", "sgd", "adamw"),
         "schedule": SCHEDULES,
         "class_weights": ("auto", "none", "balanced", "sqrt"),
-        "augment": tuple(PRESETS),
+        "augment": (ADAPTIVE, *PRESETS),
         "strength": ("auto", *STRENGTHS),
         "fit": FITS,
         "precision": ("auto", *PRECISIONS),

@@ -22,16 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from kitlib import checkpoint, logbook, metrics, rundir, runtime
-from kitlib.augment import mask_channel
+from kitlib.augment import ADAPTIVE, mask_channel
 from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.tiles import aggregate
 from kitlib.models.infer import probabilities
 from kitlib.train import distributed
 from kitlib.train.config import TrainConfig
 from kitlib.train.loss import probability_losses, sample_losses
-from kitlib.train.recipe import enter_phase, set_lr, strength
-from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, config_record, eval_batches,
-                                  load_last, phase_at, restore, save_best, save_last, train_batch)
+from kitlib.train.recipe import enter_phase, set_lr, strength, train_size
+from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, choose_augment, config_record,
+                                  eval_batches, load_last, phase_at, restore, save_best, save_last, train_batch,
+                                  train_transform_at)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def train_step(trainer: Trainer, state: State, rows: torch.Tensor, progress: flo
     images, labels, masks = train_batch(t, rows, state.step)  # (B, 3, h, w) uint8, (B,), (B, 1, h, w) or None
     # per-batch generator from (seed, rank, step): augmentation is reproducible and resumable
     generator = torch.Generator(t.device).manual_seed(config.seed * 7919 + t.ctx.rank * 104729 + state.step)
-    batch = t.train_tf(images, labels, masks, strength=strength(config, progress), generator=generator)
+    transform = train_transform_at(t, train_size(config, progress))  # smaller early on: progressive resizing
+    batch = transform(images, labels, masks, strength=strength(config, progress), generator=generator)
     x = batch.images if masks is None else torch.cat([batch.images, mask_channel(batch.masks)], 1)
     x = x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
     with runtime.autocast(t.device, config.precision):
@@ -74,9 +76,10 @@ def train_step(trainer: Trainer, state: State, rows: torch.Tensor, progress: flo
 
 
 def run_epoch(trainer: Trainer, state: State) -> bool:
-    """Train one epoch (from where a resume left it); return True when the time budget says stop."""
+    """Train one epoch (from where a resume left it); return True when the time budget says stop. The
+    epoch also ends early where the first cycle does (config.join_at), so that it is validated there."""
     t, config = trainer, trainer.config
-    order = batch_order(t, state.epoch)
+    order = batch_order(t, state.epoch, state.joined)
     size = config.batch_size // t.ctx.world
     batches = math.ceil(len(order) / size)
     bar = tqdm(total=batches, initial=state.batch, desc=f"epoch {state.epoch + 1}", unit="batch",
@@ -85,7 +88,7 @@ def run_epoch(trainer: Trainer, state: State) -> bool:
     stop, started, seen = False, time.perf_counter(), 0
     for i in range(state.batch, batches):
         progress = t.clock.progress(state.step)
-        phase = phase_at(t, progress)
+        phase = phase_at(t, progress, state.joined)
         if phase.name != state.phase:
             enter_phase(t.model, phase, small_batch=config.batch_size < 16)
             state.phase = phase.name
@@ -98,8 +101,9 @@ def run_epoch(trainer: Trainer, state: State) -> bool:
                         img_s=f"{seen * t.ctx.world / (time.perf_counter() - started):.0f}")
         if time.perf_counter() - t.last_save > 60 * config.checkpoint_minutes and i + 1 < batches:
             save_last(t, state)
-        stop = t.ctx.any(t.clock.remaining() < t.reserve)  # every process stops at the same batch
-        if stop:
+        stop = t.ctx.any(t.clock.out_of_time())  # every process stops at the same batch
+        cycle_ends = t.join is not None and not state.joined and t.ctx.any(t.clock.progress(state.step) >= t.join)
+        if stop or cycle_ends:
             break
     bar.close()
     state.images_per_s = seen * t.ctx.world / max(time.perf_counter() - started, 1e-9)
@@ -120,12 +124,16 @@ def validation_probs(t: Trainer, model: torch.nn.Module, samples: torch.Tensor) 
     return aggregate(probs, owner, len(samples), t.config.aggregate, tiles.coverage[rows])
 
 
+NO_SCORES = {"val_loss": math.nan, "val_accuracy": math.nan, "val_macro_f1": math.nan}
+"""An epoch's scores without a validation split, or once its samples have joined the training set."""
+
+
 def validate(trainer: Trainer, model: torch.nn.Module) -> tuple[dict, torch.Tensor]:
     """Loss, accuracy, macro-F1 and per-class F1 on the validation rows; and the (N_val, K) probabilities."""
     t = trainer
     rows = t.data.val_index
     if len(rows) == 0:
-        return {"val_loss": math.nan, "val_accuracy": math.nan, "val_macro_f1": math.nan}, torch.zeros(0, 0)
+        return dict(NO_SCORES), torch.zeros(0, 0)
     probs = validation_probs(t, model, rows)
     truth = t.data.targets[rows]
     k = len(t.data.classes)
@@ -166,11 +174,11 @@ def fit(data: TrainingData, config: TrainConfig = TrainConfig(), out: str | Path
         rundir.write_config(run_dir, config_record(t))
     board = logbook.TensorBoard(run_dir) if ctx.is_main else None
     # a resumed run whose budget is spent (or that stopped early) has nothing left to train
-    finished = saved is not None and (t.clock.remaining() < t.reserve or _stale(t.config, state))
+    finished = saved is not None and (t.clock.out_of_time() or _stale(t.config, state))
     while state.epoch < (t.config.epochs or 10**9) and not finished:
         stopped = run_epoch(t, state)
         end_epoch(t, state, board)
-        finished = stopped or t.clock.remaining() < t.reserve or _stale(t.config, state)
+        finished = stopped or t.clock.out_of_time() or _stale(t.config, state)
     if board is not None:
         board.close()
     if ctx.is_main:
@@ -184,15 +192,17 @@ def _stale(config: TrainConfig, state: State) -> bool:
 
 
 def end_epoch(t: Trainer, state: State, board) -> None:
-    """Validate, log, and save last.pt (and best.pt when the epoch is the best so far)."""
+    """Validate, log, and save last.pt (and best.pt when the epoch is the best so far; every epoch once the
+    validation samples have joined, which happens here at the end of the first cycle: see `join`)."""
     started = time.perf_counter()
     model = t.ema.module if t.ema else t.model
-    scores, _ = validate(t, model)
+    scores, probs = (dict(NO_SCORES), None) if state.joined else validate(t, model)
     progress = t.clock.progress(state.step)
     row = {"epoch": state.epoch + 1, "phase": state.phase, "step": state.step, "seconds": round(t.clock.seconds(), 2),
            "lr": t.optimizer.param_groups[-1]["lr"], "strength": round(strength(t.config, progress), 4),
            "train_loss": float(np.mean(state.losses)) if state.losses else math.nan,
-           "train_images_per_s": round(state.images_per_s, 1), **scores}
+           "train_images_per_s": round(state.images_per_s, 1), "train_size": train_size(t.config, progress),
+           **scores}
     state.history.append(row)
     state.epoch, state.batch, state.losses = state.epoch + 1, 0, []
     score = row["val_macro_f1"]
@@ -200,16 +210,43 @@ def end_epoch(t: Trainer, state: State, board) -> None:
     state.stale = 0 if better else state.stale + 1
     if t.config.schedule == "plateau" and not math.isnan(score):
         state.plateau.update(score)
+    if not state.joined and t.join is not None and progress >= t.join:
+        join(t, state, model, row, probs)
     if better:
-        state.best = {k: v for k, v in row.items() if k != "per_class_f1"}
+        state.best = {**{k: v for k, v in row.items() if k != "per_class_f1"},
+                      **({"estimate": state.estimate} if state.estimate else {})}
     if t.ctx.is_main:
         logbook.write_metrics(t.run_dir, state.history, classes=t.data.classes)
         board.log(row)
         if better:
             save_best(t, state, model)
         print(_summary(row, t.data.classes, better))
+        if state.estimate is not None and state.estimate["epoch"] == row["epoch"]:
+            print(f"first cycle done: val macro-F1 {row['val_macro_f1']:.4f} is the run's estimate; the "
+                  f"{len(t.data.val_index)} validation samples join the {len(t.data.train_index)} training ones")
+    if t.config.augment == ADAPTIVE and state.augment is None and t.clock.budget is not None:
+        choose_augment(t, state)
     save_last(t, state)
-    t.reserve = max(t.reserve, 1.5 * (time.perf_counter() - started) + 2)
+    t.clock.keep(1.5 * (time.perf_counter() - started) + 2)
+
+
+def join(t: Trainer, state: State, model: torch.nn.Module, row: dict, probs: torch.Tensor) -> None:
+    """The first cycle ended: its last scores become the run's estimate, its validation predictions
+    RUN/val.csv (and, for tiles, RUN/tile_votes.png); the validation samples join the training set."""
+    state.estimate = {k: row[k] for k in ("epoch", "seconds", "val_loss", "val_accuracy", "val_macro_f1")}
+    state.estimate.update(samples=len(t.data.val_index), trained_on=len(t.data.train_index))
+    state.joined = True
+    if t.ctx.is_main:
+        write_validation(t, probs)
+        if t.data.tiles is not None:
+            plot_votes(t, model)
+
+
+def write_validation(t: Trainer, probs: torch.Tensor) -> None:
+    """RUN/val.csv and val_probs.npy: the validation samples' ids, labels and predicted probabilities."""
+    rows = t.data.val_index.numpy()
+    rundir.write_validation(t.run_dir, [t.data.ids[i] for i in rows],
+                            [t.data.classes[int(t.data.targets[i])] for i in rows], probs.numpy())
 
 
 def _summary(row: dict, classes: list[str], better: bool) -> str:
@@ -222,20 +259,28 @@ def _summary(row: dict, classes: list[str], better: bool) -> str:
 
 
 def finish(t: Trainer, state: State) -> None:
-    """Write the best model's validation predictions and the curves."""
-    best, _ = checkpoint.load_model(t.run_dir / rundir.BEST, t.device)
-    _, probs = validate(t, best)
-    if len(probs):
-        rows = t.data.val_index.numpy()
-        rundir.write_validation(t.run_dir, [t.data.ids[i] for i in rows],
-                                [t.data.classes[int(t.data.targets[i])] for i in rows], probs.numpy())
-    title = f"{t.config.model} on {len(t.data.classes)} classes"
-    logbook.plot_curves(t.run_dir, title=title, images_dir=t.config.images_dir)
-    if t.data.tiles is not None and len(t.data.val_index):
-        plot_votes(t, best)
-    best_row = state.best or {}
-    print(f"best epoch {best_row.get('epoch')}: val macro-F1 {best_row.get('val_macro_f1', math.nan):.4f}; "
-          f"run saved in {t.run_dir} (best.pt, last.pt, metrics.csv, curves.png)")
+    """Write the best model's validation predictions (unless written when the samples joined), the curves,
+    and the summary line."""
+    best_row, saved = state.best or {}, f"run saved in {t.run_dir} (best.pt, last.pt, metrics.csv, curves.png)"
+    if not state.joined and len(t.data.val_index):
+        best, _ = checkpoint.load_model(t.run_dir / rundir.BEST, t.device)
+        write_validation(t, validate(t, best)[1])
+        if t.data.tiles is not None:
+            plot_votes(t, best)
+    logbook.plot_curves(t.run_dir, title=f"{t.config.model} on {len(t.data.classes)} classes",
+                        images_dir=t.config.images_dir)
+    if state.joined:
+        e = state.estimate
+        what = (f"trained on all {e['samples'] + e['trained_on']} samples" if best_row.get("epoch", 0) > e["epoch"]
+                else "the first cycle's (the budget ran out as the validation samples joined)")
+        print(f"final model: epoch {best_row.get('epoch')}, {what}; estimate: val macro-F1 {e['val_macro_f1']:.4f} "
+              f"(epoch {e['epoch']}, the first cycle's last model on the {e['samples']} samples held out until "
+              f"then); {saved}")
+    elif not len(t.data.val_index):
+        print(f"last epoch {best_row.get('epoch')}: no validation split (val_fraction=0), so no estimate of the "
+              f"test score; {saved}")
+    else:
+        print(f"best epoch {best_row.get('epoch')}: val macro-F1 {best_row.get('val_macro_f1', math.nan):.4f}; {saved}")
 
 
 def plot_votes(t: Trainer, model: torch.nn.Module, count: int = 4) -> None:

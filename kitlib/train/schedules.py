@@ -87,6 +87,9 @@ class Clock:
     elapsed: float = 0.0
     """Seconds of training done before this session (from the checkpoint)."""
     started: float = field(default_factory=time.perf_counter)
+    reserve: float = 3.0
+    """Seconds kept at the end of the budget for validating and saving (raised as they are measured):
+    training stops when fewer remain, and progress reaches 1 there, so the schedule ends where training does."""
 
     def seconds(self) -> float:
         """Training seconds so far, earlier sessions included."""
@@ -96,8 +99,16 @@ class Clock:
         """Fraction of training done at optimizer step `step`."""
         if self.budget is None:
             return step / max(self.total_steps, 1)
-        return min(self.seconds() / self.budget, 1.0)
+        return min(self.seconds() / max(self.budget - self.reserve, 1e-9), 1.0)
 
     def remaining(self) -> float:
         """Seconds left in the budget (infinite without one)."""
         return math.inf if self.budget is None else self.budget - self.seconds()
+
+    def out_of_time(self) -> bool:
+        """Whether training must stop to leave `reserve` seconds of the budget."""
+        return self.remaining() < self.reserve
+
+    def keep(self, seconds: float) -> None:
+        """Raise the reserve to `seconds` if that is more (a measured validation or save)."""
+        self.reserve = max(self.reserve, seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,8 @@ from kitlib.rundir import Normalization
 from kitlib.train import distributed
 from kitlib.train.config import TrainConfig
 from kitlib.train.ema import EMA
-from kitlib.train.recipe import Phase, build_optimizer, class_weight, phases, resolve
+from kitlib.train.recipe import (ADAPTIVE_EPOCHS, Phase, adaptive_augment, build_optimizer, class_weight, phases,
+                                 resolve, train_size)
 from kitlib.train.schedules import Clock, Plateau
 
 
@@ -51,6 +52,12 @@ class State:
     """Training losses of the current epoch so far."""
     images_per_s: float = 0.0
     """Training throughput of the last epoch (all processes)."""
+    joined: bool = False
+    """Whether the validation samples have joined the training set (config.join_at)."""
+    estimate: dict | None = None
+    """The validation scores of the last epoch before they joined: the run's honest estimate."""
+    augment: str | None = None
+    """The preset augment='adaptive' chose after the first epoch of a time-budget run (None: not yet, or not adaptive)."""
 
 
 @dataclass
@@ -84,8 +91,8 @@ class Trainer:
     spec: dict
     """models.create arguments, so the model can be rebuilt from a checkpoint."""
     normalization: Normalization
-    reserve: float = 5.0
-    """Seconds kept at the end of a time budget for validation and saving (measured as we go)."""
+    join: float | None = None
+    """Progress (0..1) at which the validation samples join the training set; None: never."""
     last_save: float = field(default_factory=time.perf_counter)
 
 
@@ -113,9 +120,7 @@ def build_trainer(data: TrainingData, config: TrainConfig, run_dir: Path, ctx: d
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     net = torch.compile(model) if config.compile else model
     net = ctx.wrap(net)
-    # batches per epoch of one process: its shard of the rows, in batches of its share of batch_size
-    examples = len(data.tiles.tiles_of(data.train_index)) if data.tiles is not None else len(data.train_index)
-    per_epoch = math.ceil(math.ceil(examples / ctx.world) / (config.batch_size // ctx.world))
+    total, join = planned_steps(data, config, ctx.world)
     return Trainer(
         config=config, data=data, model=model, net=net, optimizer=build_optimizer(config, model),
         scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
@@ -125,9 +130,32 @@ def build_trainer(data: TrainingData, config: TrainConfig, run_dir: Path, ctx: d
         loss_weight=_on(class_weight(data.class_counts(), config.class_weights), device),
         images=data.images if data.tiles is not None else _store(data.images, device),
         masks=_store(data.masks, device) if channels == 4 else None, device=device, ctx=ctx,
-        clock=Clock(total_steps=(config.epochs or 1) * per_epoch, budget=config.time_budget,
-                    started=started or time.perf_counter()),
-        phases=phases(config), run_dir=run_dir, spec=spec, normalization=normalization)
+        clock=Clock(total_steps=total, budget=config.time_budget, started=started or time.perf_counter()),
+        phases=phases(config, join), run_dir=run_dir, spec=spec, normalization=normalization, join=join)
+
+
+def planned_steps(data: TrainingData, config: TrainConfig, world: int) -> tuple[int, float | None]:
+    """(optimizer steps planned in epochs mode, progress at which the validation samples join or None).
+
+    A process trains its shard of the examples in batches of its share of batch_size. By epochs, the
+    validation samples join after round(join_at x epochs) epochs (at least one before, one after);
+    under a time budget, at join_at of the budget.
+    """
+    def per_epoch(samples: torch.Tensor) -> int:
+        examples = len(data.tiles.tiles_of(samples)) if data.tiles is not None else len(samples)
+        return math.ceil(math.ceil(examples / world) / (config.batch_size // world))
+
+    epochs = config.epochs or 1
+    if not config.join_at or config.join_at >= 1.0 or len(data.val_index) == 0:
+        return epochs * per_epoch(data.train_index), None
+    if config.time_budget is not None:
+        return epochs * per_epoch(data.train_index), config.join_at
+    if epochs < 2:
+        return epochs * per_epoch(data.train_index), None
+    before = min(max(round(config.join_at * epochs), 1), epochs - 1)
+    first = before * per_epoch(data.train_index)
+    total = first + (epochs - before) * per_epoch(torch.cat([data.train_index, data.val_index]))
+    return total, first / total
 
 
 def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -144,18 +172,53 @@ def _store(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images
 
 
-def phase_at(trainer: Trainer, progress: float) -> Phase:
-    """The phase that `progress` falls in."""
+def choose_augment(t: Trainer, state: State) -> None:
+    """augment='adaptive' under a time budget, after the first epoch: the epochs the budget holds at that
+    epoch's pace decide (recipe.adaptive_augment). Progressive resizing makes the first epoch fast, so its
+    pace is discounted by the linear ratio of the full input side to the first one (about right on CIFAR-10
+    and Tiny ImageNet at 32 and 64 px); the ops switch from light's to the choice's."""
+    full, first = t.config.image_size, train_size(t.config, 0.0)
+    expected = t.clock.budget / max(t.clock.seconds(), 1e-9) * state.epoch * first / full
+    state.augment = adaptive_augment(expected)
+    use_augment(t, state.augment)
+    if t.ctx.is_main:
+        print(f"augment: adaptive chose {state.augment}: ~{expected:.0f} epochs fit the budget at the first "
+              f"epoch's pace (medium from {ADAPTIVE_EPOCHS} up, light below)")
+
+
+def use_augment(t: Trainer, preset: str) -> None:
+    """Train with `preset`'s ops from now on."""
+    t.train_tf = replace(t.train_tf, ops=augment.resolve_ops(preset))
+
+
+def train_transform_at(t: Trainer, side: int) -> augment.TrainTransform:
+    """The train transform with output side `side` px (progressive resizing); `t.train_tf` at the full size."""
+    return t.train_tf if side == t.train_tf.size[0] else replace(t.train_tf, size=(side, side))
+
+
+def phase_at(trainer: Trainer, progress: float, joined: bool = False) -> Phase:
+    """The phase that `progress` falls in; 'joined' only once the validation samples have joined (until
+    then the first cycle's last phase holds, at its final learning rate)."""
+    if trainer.join is not None:
+        return trainer.phases[-1] if joined else next(p for p in trainer.phases[:-1]
+                                                      if progress < p.end or p is trainer.phases[-2])
     return next(p for p in trainer.phases if progress < p.end or p is trainer.phases[-1])
 
 
 # --------------------------------------------------------------------------------------------- examples
 
-def batch_order(trainer: Trainer, epoch: int) -> torch.Tensor:
+def training_samples(t: Trainer, joined: bool) -> torch.Tensor:
+    """The samples trained on: data.train_index, followed by data.val_index once they have joined."""
+    return torch.cat([t.data.train_index, t.data.val_index]) if joined else t.data.train_index
+
+
+def batch_order(trainer: Trainer, epoch: int, joined: bool = False) -> torch.Tensor:
     """This process's training examples for `epoch`, permuted by (seed, epoch) and sharded over processes:
-    rows of the training samples, or the fixed-tile rows of the training samples (each a random window then)."""
+    rows of the training samples (the validation ones too once `joined`), or the fixed-tile rows of those
+    samples (each a random window then)."""
     data = trainer.data
-    rows = data.train_index if data.tiles is None else data.tiles.tiles_of(data.train_index)
+    samples = training_samples(trainer, joined)
+    rows = samples if data.tiles is None else data.tiles.tiles_of(samples)
     generator = torch.Generator().manual_seed(trainer.config.seed * 1000003 + epoch)
     order = rows[torch.randperm(len(rows), generator=generator)]
     return order[trainer.ctx.rank::trainer.ctx.world]
@@ -229,7 +292,7 @@ def save_last(t: Trainer, state: State) -> None:
             "state": {k: v for k, v in vars(state).items()}, "elapsed": t.clock.seconds(),
             "rng": checkpoint.rng_state()}
         checkpoint.save(saved, t.run_dir / rundir.LAST)
-        t.reserve = max(t.reserve, 2 * (time.perf_counter() - started) + 2)
+        t.clock.keep(2 * (time.perf_counter() - started) + 2)
     t.last_save = time.perf_counter()
 
 
@@ -248,6 +311,8 @@ def restore(t: Trainer, state: State, saved: dict) -> None:
     t.optimizer.load_state_dict(train_state["optimizer"])
     t.scaler.load_state_dict(train_state["scaler"])
     vars(state).update(train_state["state"])
+    if state.augment is not None:  # an adaptive choice made before the interruption
+        use_augment(t, state.augment)
     state.phase = ""  # re-apply the phase's freezing to the rebuilt model
     t.clock.elapsed = train_state["elapsed"]
     checkpoint.set_rng_state(train_state["rng"])
