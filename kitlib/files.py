@@ -52,9 +52,14 @@ def file_kind(path: str | Path) -> str:
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return "a WebP image"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        if b"[Content_Types].xml" in head or b"xl/" in head:
+        # A PyTorch archive names its entries "<archive>/data.pkl", where <archive> comes from the
+        # file's name, which may be any text (even "...xl"): so it is recognized first, and an
+        # Excel workbook only by its own first entry names.
+        if b"/data.pkl" in head or b"/version" in head:
+            return "a PyTorch file"
+        if b"[Content_Types].xml" in head or head[30:33] == b"xl/":
             return "an Excel workbook (.xlsx)"
-        return "a PyTorch file" if b"data.pkl" in head or b"/version" in head else "a ZIP archive"
+        return "a ZIP archive"
     if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
         return "a Python pickle (an old PyTorch file?)"
     if _HTML.match(head):

@@ -305,6 +305,13 @@ def test_file_kind_says_what_a_file_seems_to_be(tmp_path, content, expected):
     assert file_kind(tmp_path / "f") == expected
 
 
+def test_a_checkpoint_that_mentions_xl_is_a_pytorch_file(tmp_path):
+    """A checkpoint keeps its run's folder; CI once wrote one under /tmp/kit-smoke-qq3054xl/ and the
+    "xl/" in its pickled text made it read as an Excel workbook."""
+    torch.save({"out": "/tmp/kit-smoke-qq3054xl/runs/resnet"}, tmp_path / "best.pt")
+    assert file_kind(tmp_path / "best.pt") == "a PyTorch file"
+
+
 def test_spreadsheet_csv_dialects(tmp_path):
     """Semicolons, Windows-1252, UTF-16 with BOM, CRLF and empty trailing cells all read the same table."""
     want = {"id": ["a.png", "b.png"], "label": ["Crème brûlée", "b"]}
