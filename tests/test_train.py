@@ -176,12 +176,30 @@ def test_time_budget_is_kept(demo_data, tmp_path, capsys):
     took = time.perf_counter() - started
     assert 0.6 * budget < took < 1.1 * budget
     assert (tmp_path / "run" / "best.pt").exists() and result.history[-1]["strength"] > 0.3
-    # the adaptive augmentation chose once, after the first epoch, and the choice survives the checkpoint
+    # the adaptive augmentation chose once, a fifth into the budget, and the choice survives the checkpoint
     chosen = re.findall(r"augment: adaptive chose (light|medium): ~(\d+) epochs fit the budget", capsys.readouterr().out)
     assert len(chosen) == 1 and chosen[0][0] == adaptive_augment(int(chosen[0][1]))
     assert checkpoint.load(tmp_path / "run" / "last.pt")["train_state"]["state"]["augment"] == chosen[0][0]
     again = fit(demo_data, TrainConfig(progress=False, images_dir=None), tmp_path / "run", resume=True)
     assert again.history == result.history  # the budget is spent: resuming trains nothing more
+
+
+def test_adaptive_augment_reads_the_pace_after_the_first_epoch(monkeypatch, capsys):
+    """The rehearsal run that misjudged: its first epoch took 9 s (one-off costs), the next ones ~4 s at
+    32-40 px of 64. From the first epoch alone it expected 15 epochs and chose light; it trained 57."""
+    from types import SimpleNamespace
+
+    import kitlib.train.trainer as trainer
+    monkeypatch.setattr(trainer, "use_augment", lambda t, preset: None)
+    seconds = [9, 13, 18, 24, 31, 36, 40, 43, 46, 49, 52, 55, 58]
+    sizes = [32] * 5 + [36] * 4 + [40] * 4
+    state = trainer.State(history=[{"epoch": e + 1, "seconds": s, "train_size": z}
+                                   for e, (s, z) in enumerate(zip(seconds, sizes))])
+    t = SimpleNamespace(config=SimpleNamespace(image_size=64), ctx=SimpleNamespace(is_main=True),
+                        clock=SimpleNamespace(remaining=lambda: 300 - 58))
+    trainer.choose_augment(t, state)
+    assert state.augment == "medium"
+    assert "~46 epochs fit the budget at the pace of epochs 2-13" in capsys.readouterr().out  # 13 + 242 s / (49 s / 12 x 64 / 36)
 
 
 def test_cifar10_subset_few_steps_then_resume(cifar10_root, tmp_path):

@@ -74,7 +74,7 @@ class TrainConfig:
     """Augmentation preset (kitlib.augment.PRESETS): none, light (flip + shift: safe on short runs),
     medium, strong, auto (TrivialAugmentWide); stronger presets pay off on longer runs. adaptive: light, or
     medium when the run will see its data at least kitlib.train.recipe.ADAPTIVE_EPOCHS times (by `epochs`,
-    or under a time budget at the first epoch's pace: decided after it)."""
+    or under a time budget at the pace measured once recipe.ADAPTIVE_DECIDE_AT of it has passed)."""
     strength: str = "auto"
     """Augmentation strength schedule: constant, ramp, phases, or auto (phases when fine-tuning, else ramp)."""
     strength_start: float = 0.3

@@ -29,7 +29,7 @@ from kitlib.models.infer import probabilities
 from kitlib.train import distributed
 from kitlib.train.config import TrainConfig
 from kitlib.train.loss import probability_losses, sample_losses
-from kitlib.train.recipe import enter_phase, set_lr, strength, train_size
+from kitlib.train.recipe import ADAPTIVE_DECIDE_AT, enter_phase, set_lr, strength, train_size
 from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, choose_augment, config_record,
                                   eval_batches, load_last, phase_at, restore, save_best, save_last, train_batch,
                                   train_transform_at)
@@ -224,7 +224,8 @@ def end_epoch(t: Trainer, state: State, board) -> None:
         if state.estimate is not None and state.estimate["epoch"] == row["epoch"]:
             print(f"first cycle done: val macro-F1 {row['val_macro_f1']:.4f} is the run's estimate; the "
                   f"{len(t.data.val_index)} validation samples join the {len(t.data.train_index)} training ones")
-    if t.config.augment == ADAPTIVE and state.augment is None and t.clock.budget is not None:
+    if (t.config.augment == ADAPTIVE and state.augment is None and t.clock.budget is not None
+            and progress >= ADAPTIVE_DECIDE_AT):
         choose_augment(t, state)
     save_last(t, state)
     t.clock.keep(1.5 * (time.perf_counter() - started) + 2)

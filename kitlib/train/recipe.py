@@ -34,6 +34,9 @@ JOIN_LR = 0.3
 """Peak LR of the second cycle (on every sample), relative to the first's: it refines, it does not restart."""
 ADAPTIVE_EPOCHS = 40
 """augment='adaptive' is medium from this many epochs up, light below (README: Results)."""
+ADAPTIVE_DECIDE_AT = 0.2
+"""Under a time budget, augment='adaptive' decides at the first epoch end past this fraction of the budget
+(by then the pace is steady: the first epoch's alone misjudged it 4x on the rehearsal competition)."""
 IMBALANCE = 3.0
 """class_weights='auto' weighs the loss (sqrt) when the largest class is more than this times the smallest."""
 

@@ -57,7 +57,7 @@ class State:
     estimate: dict | None = None
     """The validation scores of the last epoch before they joined: the run's honest estimate."""
     augment: str | None = None
-    """The preset augment='adaptive' chose after the first epoch of a time-budget run (None: not yet, or not adaptive)."""
+    """The preset augment='adaptive' chose during a time-budget run (None: not yet, or not adaptive)."""
 
 
 @dataclass
@@ -173,17 +173,24 @@ def _store(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def choose_augment(t: Trainer, state: State) -> None:
-    """augment='adaptive' under a time budget, after the first epoch: the epochs the budget holds at that
-    epoch's pace decide (recipe.adaptive_augment). Progressive resizing makes the first epoch fast, so its
-    pace is discounted by the linear ratio of the full input side to the first one (about right on CIFAR-10
-    and Tiny ImageNet at 32 and 64 px); the ops switch from light's to the choice's."""
-    full, first = t.config.image_size, train_size(t.config, 0.0)
-    expected = t.clock.budget / max(t.clock.seconds(), 1e-9) * state.epoch * first / full
+    """augment='adaptive' under a time budget: the epochs the budget holds decide (recipe.adaptive_augment),
+    once recipe.ADAPTIVE_DECIDE_AT of it has passed (light's ops until then, as a gentle start).
+
+    The estimate: the epochs done, plus the seconds left at the pace of the epochs since the first (the
+    first pays one-off costs: on the rehearsal competition it ran at a third of the later pace), that pace
+    scaled from those epochs' mean input side to the full one (progressive resizing: linear in the side,
+    about right on CIFAR-10 and Tiny ImageNet at 32 and 64 px; conservative, as the remaining epochs are not
+    all at the full side). The ops switch from light's to the choice's."""
+    rows = state.history[1:] or state.history
+    span = rows[-1]["seconds"] - (state.history[0]["seconds"] if len(state.history) > 1 else 0.0)
+    side = sum(r["train_size"] for r in rows) / len(rows)
+    full_epoch = max(span, 1e-9) / len(rows) * t.config.image_size / side  # seconds of an epoch at full size
+    expected = len(state.history) + max(t.clock.remaining(), 0.0) / full_epoch
     state.augment = adaptive_augment(expected)
     use_augment(t, state.augment)
     if t.ctx.is_main:
-        print(f"augment: adaptive chose {state.augment}: ~{expected:.0f} epochs fit the budget at the first "
-              f"epoch's pace (medium from {ADAPTIVE_EPOCHS} up, light below)")
+        print(f"augment: adaptive chose {state.augment}: ~{expected:.0f} epochs fit the budget at the pace of "
+              f"epochs {rows[0]['epoch']}-{rows[-1]['epoch']} (medium from {ADAPTIVE_EPOCHS} up, light below)")
 
 
 def use_augment(t: Trainer, preset: str) -> None:
