@@ -52,9 +52,8 @@ def file_kind(path: str | Path) -> str:
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return "a WebP image"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        # A PyTorch archive names its entries "<archive>/data.pkl", where <archive> comes from the
-        # file's name, which may be any text (even "...xl"): so it is recognized first, and an
-        # Excel workbook only by its own first entry names.
+        # A PyTorch archive's pickled text may hold any path (even ".../kit-smoke-qq3054xl/"): so it is
+        # recognized first by its entry names, and an Excel workbook only by its own.
         if b"/data.pkl" in head or b"/version" in head:
             return "a PyTorch file"
         if b"[Content_Types].xml" in head or head[30:33] == b"xl/":
