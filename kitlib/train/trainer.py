@@ -25,7 +25,7 @@ from kitlib.train import distributed
 from kitlib.train.config import TrainConfig
 from kitlib.train.ema import EMA
 from kitlib.train.recipe import (ADAPTIVE_EPOCHS, Phase, adaptive_augment, build_optimizer, class_weight, phases,
-                                 resolve, train_size)
+                                 resolve)
 from kitlib.train.schedules import Clock, Plateau
 
 
