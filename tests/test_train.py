@@ -179,7 +179,10 @@ def test_time_budget_is_kept(demo_data, tmp_path, capsys):
     # the adaptive augmentation chose once, a fifth into the budget, and the choice survives the checkpoint
     chosen = re.findall(r"augment: adaptive chose (light|medium): ~(\d+) epochs fit the budget", capsys.readouterr().out)
     assert len(chosen) == 1 and chosen[0][0] == adaptive_augment(int(chosen[0][1]))
-    assert checkpoint.load(tmp_path / "run" / "last.pt")["train_state"]["state"]["augment"] == chosen[0][0]
+    saved = checkpoint.load(tmp_path / "run" / "last.pt")["train_state"]
+    assert saved["state"]["augment"] == chosen[0][0]
+    # it stopped with fewer seconds left than its measured reserve, and last.pt says so: a resume stops too
+    assert budget - saved["elapsed"] < saved["reserve"]
     again = fit(demo_data, TrainConfig(progress=False, images_dir=None), tmp_path / "run", resume=True)
     assert again.history == result.history  # the budget is spent: resuming trains nothing more
 

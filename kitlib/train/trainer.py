@@ -297,7 +297,7 @@ def save_last(t: Trainer, state: State) -> None:
             "model": t.model.state_dict(), "ema": t.ema.state_dict() if t.ema else None,
             "optimizer": t.optimizer.state_dict(), "scaler": t.scaler.state_dict(),
             "state": {k: v for k, v in vars(state).items()}, "elapsed": t.clock.seconds(),
-            "rng": checkpoint.rng_state()}
+            "reserve": t.clock.reserve, "rng": checkpoint.rng_state()}
         checkpoint.save(saved, t.run_dir / rundir.LAST)
         t.clock.keep(2 * (time.perf_counter() - started) + 2)
     t.last_save = time.perf_counter()
@@ -322,4 +322,6 @@ def restore(t: Trainer, state: State, saved: dict) -> None:
         use_augment(t, state.augment)
     state.phase = ""  # re-apply the phase's freezing to the rebuilt model
     t.clock.elapsed = train_state["elapsed"]
+    # the measured reserve too: a run that stopped because fewer seconds than it remained stays stopped
+    t.clock.keep(train_state.get("reserve", 0.0))  # .get: checkpoints written before it was saved
     checkpoint.set_rng_state(train_state["rng"])
