@@ -8,7 +8,9 @@ seconds for everything: decoding, the audit, training and prediction; the time t
 will need (measured on this machine) is kept aside first, then the audit takes its share, then
 training gets the rest. The final model trains on every sample it keeps: the validation samples join
 for a second, shorter learning-rate cycle (TrainConfig.join_at), and the first cycle's score on them
-is the run's estimate, recorded in submission.json.
+is the run's estimate, recorded in submission.json. Without fold models (the quick audit), that first
+cycle also takes a few snapshots of its probabilities on every sample, and the labels they contradict
+are listed as mislabeled suspects (kitlib.audit.dynamics).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from kitlib import models, rundir, runtime
 from kitlib.audit import DEFAULT_FOLDS, AuditConfig, AuditResult, audit
+from kitlib.audit.dynamics import add_suspects, first_cycle_suspects
 from kitlib.augment import eval_transform, matching_tta
 from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.layouts import Competition, load_competition
@@ -40,6 +43,9 @@ AUDIT_MODES = ("auto", "full", "quick", "report", "none")
 DROPPED_ISSUES = ("blank", "shared_mask", "alien", "conflict", "duplicate")
 """Issues `all` drops at every budget: the audit finds them without a model, precisely (README: Results).
 Mislabeled suspects are dropped only after a full audit, whose fold models have the evidence."""
+LABEL_SNAPSHOTS = 3
+"""Label snapshots the final model takes through its first cycle when the audit has no fold models
+(TrainConfig.label_snapshots): each costs one evaluation pass over the data."""
 PREDICT_OVERHEAD = 2.0
 """Seconds of prediction that do not grow with the test set: loading the checkpoints, writing the files."""
 
@@ -166,6 +172,16 @@ def _audit(data: TrainingData, config: AllConfig, run: Path, budget: _Budget,
     return result, path
 
 
+def _first_cycle_labels(audited: AuditResult, run: Path) -> AuditResult:
+    """Add the mislabeled suspects of the final model's first cycle (kitlib.audit.dynamics) to RUN/suspects.csv."""
+    found = first_cycle_suspects(run, AuditConfig().max_mislabeled)
+    suspects = add_suspects(run, found)
+    added = int((suspects["issue"] == "mislabeled").sum())
+    print(f"labels: {added} mislabeled suspects from the first cycle's snapshots listed in {run / rundir.SUSPECTS} "
+          "(listed, not dropped: `train --decisions` with that file leaves every suspect out)")
+    return dataclasses.replace(audited, suspects=suspects)
+
+
 def _predict_seconds(data: TrainingData, train: TrainConfig, test_images: int, decode_per_image: float,
                      least: float, runs: int = 1) -> float:
     """Seconds to keep for predicting `test_images` images with `runs` models: decoding them at
@@ -234,7 +250,12 @@ def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out
         train = dataclasses.replace(train, time_budget=max(budget.left(), 5.0))
     if train.join_at is None:  # the final model sees every sample; its first cycle's hold-out score is the estimate
         train = dataclasses.replace(train, join_at=JOIN_AT)
+    first_cycle = audited is not None and audited.oof_probs is None  # no fold models: the labels' evidence is here
+    if first_cycle and not train.label_snapshots:
+        train = dataclasses.replace(train, label_snapshots=LABEL_SNAPSHOTS)
     fitted = fit(prepared, train, run)
+    if first_cycle:
+        audited = _first_cycle_labels(audited, run)
     # a full audit's fold models join the final one (half the weight): their training time is not lost
     folds = decisions is not None and audited.oof_probs is not None
     models = [run] + ([run / rundir.FOLDS] if folds else [])

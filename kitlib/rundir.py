@@ -12,6 +12,7 @@
       folds/fold0, ...     fold runs (the audit's), each a run folder of its own
       suspects.csv, scores.csv, suspects.png, decisions.csv    the audit's and the review's (kitlib.audit)
       checks.csv, oof.npz  the audit's reported-only checks; a full audit's out-of-fold probabilities and features
+      label_evidence.npz   the first cycle's averaged probabilities on every sample (TrainConfig.label_snapshots)
       dropped.csv          the decisions `all` trained with (sample_index,action,new_label)
       submission.csv, submission.json                          `all`'s submission (kitlib.predict)
 
@@ -52,6 +53,9 @@ CHECKS = "checks.csv"
 """RUN/checks.csv: what the audit reports but never drops (kitlib.audit.config.CHECK_COLUMNS)."""
 OOF = "oof.npz"
 """RUN/oof.npz of a full audit: ids, probs (N, K) out of fold, features (N, D) of the fold models."""
+LABEL_EVIDENCE = "label_evidence.npz"
+"""RUN/label_evidence.npz: ids, targets, classes, probs (N, K) averaged over the first cycle's snapshots,
+held_out (N,) (kitlib.audit.dynamics)."""
 DROPPED = "dropped.csv"
 """RUN/dropped.csv: the decisions (sample_index,action,new_label) `all` trained with."""
 SUBMISSION = "submission.csv"
@@ -211,6 +215,41 @@ def read_out_of_fold(run: str | Path) -> Validation:
         raise KitError(f"{run}: samples {repeated[:5]} are in more than one run's validation split: pass the "
                        "folds of one K-fold split (folds=K, fold=0..K-1), each sample validated once.")
     return Validation(table, np.concatenate([part.probs for part in parts]), parts[0].classes)
+
+
+@dataclass(frozen=True)
+class LabelEvidence:
+    """A run's probabilities on every sample, averaged over snapshots of its first learning-rate cycle."""
+
+    ids: list[str]
+    targets: np.ndarray
+    """(N,) int64: the given labels, as indices into `classes`."""
+    classes: list[str]
+    probs: np.ndarray
+    """(N, K) float32, rows in the order of `ids`."""
+    held_out: np.ndarray
+    """(N,) bool: the sample was a validation sample then (honest probabilities), not trained on."""
+
+
+def write_label_evidence(run: str | Path, evidence: LabelEvidence) -> Path:
+    """Write RUN/label_evidence.npz (atomically)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, ids=np.array(evidence.ids), targets=evidence.targets.astype(np.int64),
+                                classes=np.array(evidence.classes), probs=evidence.probs.astype(np.float32),
+                                held_out=evidence.held_out.astype(bool))
+    return replace_atomically(Path(run) / LABEL_EVIDENCE, write)
+
+
+def read_label_evidence(run: str | Path) -> LabelEvidence | None:
+    """RUN/label_evidence.npz, or None when the run took no snapshots."""
+    path = Path(run) / LABEL_EVIDENCE
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return LabelEvidence([str(i) for i in saved["ids"]], saved["targets"].astype(np.int64),
+                             [str(c) for c in saved["classes"]], saved["probs"].astype(np.float32),
+                             saved["held_out"].astype(bool))
 
 
 # --------------------------------------------------------------------------------------------- models

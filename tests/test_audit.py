@@ -154,6 +154,39 @@ def test_suspects_one_row_per_sample_worst_first(tmp_path):
         "s5,shared_mask,1.0,a,,,s5"]
 
 
+def test_first_cycle_snapshots_name_the_flipped_labels(tmp_path):
+    """kitlib.audit.dynamics: 80 trained-on samples (confident) and 40 held out (softer), 3 flips in each."""
+    from kitlib import rundir
+    from kitlib.audit.dynamics import add_suspects, first_cycle_suspects
+
+    rng = np.random.default_rng(0)
+    true = np.tile([0, 1, 2, 3], 30)
+    confidence = np.where(np.arange(120) < 80, 0.9, 0.6)  # trained on: confident; held out: softer
+    probs = (1 - confidence)[:, None] / 3 * np.ones((120, 4))
+    probs[np.arange(120), true] = confidence
+    probs = (probs + rng.uniform(0, 0.02, probs.shape)).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    given = true.copy()
+    flips = [5, 22, 63, 83, 98, 117]
+    given[flips] = (true[flips] + 1) % 4
+    ids = [f"s{i:03d}" for i in range(120)]
+    rundir.write_label_evidence(tmp_path, rundir.LabelEvidence(ids, given, ["a", "b", "c", "d"], probs,
+                                                               np.arange(120) >= 80))
+    found = first_cycle_suspects(tmp_path)
+    assert sorted(found["sample_index"]) == [ids[i] for i in flips]
+    assert set(found["issue"]) == {"mislabeled"} and (found["score"] >= 0.5).all()
+    assert found.set_index("sample_index").loc["s022", ["given_label", "suggested_label"]].tolist() == ["d", "c"]
+    # a sample the audit already lists keeps its first issue; the file stays worst first
+    write_table(tmp_path / "suspects.csv", pd.DataFrame(
+        [["s005", "blank", 0.9, "b", "", "", ""], ["s200", "duplicate", 0.3, "a", "a", "s201", ""]],
+        columns=audit.config.SUSPECT_COLUMNS))
+    table = add_suspects(tmp_path, found)
+    assert table["sample_index"].tolist()[:2] == ["s005", found["sample_index"].iloc[0]]
+    assert table["issue"].tolist().count("mislabeled") == 5 and table["score"].is_monotonic_decreasing
+    assert table.iloc[-1].tolist() == ["s200", "duplicate", 0.3, "a", "a", "s201", ""]
+    assert first_cycle_suspects(tmp_path / "elsewhere").empty  # no snapshots taken: nothing to say
+
+
 def test_audit_rejects_too_few_folds(demo_root):
     with pytest.raises(KitError, match="folds=1: the audit needs K >= 2 folds"):
         audit.audit(demo_root, AuditConfig(folds=1))

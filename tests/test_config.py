@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("device", "gpu", "device 'gpu': choose one of auto, cpu, cuda, cuda:N, mps."),
     ("val_fraction", 1.5, "val_fraction (--val-fraction)=1.5: give a value from 0 to 0.99."),
     ("epochs", 0, "epochs (--epochs)=0: give a whole number of at least 1."),
-    ("ema", 1.0, "ema=1.0: give a decay between 0 and 1 (e.g. 0.999), or None for no EMA."),
+    ("ema", 1.0, "ema=1.0: give a decay between 0 and 1 (e.g. 0.99), or None for no EMA."),
 ])
 def test_train_config_rejects_bad_values_when_built(field, value, expected):
     with pytest.raises(KitError) as error:

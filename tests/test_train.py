@@ -43,6 +43,23 @@ def demo_data(demo_root):
     return prepare(load_competition(demo_root), progress=False)
 
 
+def test_ema_averages_weights_and_batch_norm_statistics_and_copies_counts():
+    from kitlib.train.ema import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    torch.nn.init.zeros_(model[0].weight)
+    ema = EMA(model, decay=0.5)
+    torch.nn.init.ones_(model[0].weight)
+    model[1].running_mean.fill_(4.0)
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(model)  # warm-up: d = min(0.5, 2 / 11) = 2 / 11
+    averaged = ema.module
+    assert averaged[0].weight.flatten().tolist() == pytest.approx([9 / 11] * 4)
+    assert averaged[1].running_mean.tolist() == pytest.approx([36 / 11] * 2)
+    assert averaged[1].running_var.tolist() == pytest.approx([1.0, 1.0])  # both at 1: unchanged
+    assert int(averaged[1].num_batches_tracked) == 7
+
+
 def test_schedule_curves():
     at = [0.0, 0.1, 0.25, 0.5, 1.0]
     assert [round(lr_factor("onecycle", p), 4) for p in at] == [0.04, 0.424, 1.0, 0.7525, 0.01]
@@ -113,7 +130,7 @@ def test_progressive_resizing_grows_the_batches_to_the_full_size():
 
 def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys):
     run = tmp_path / "run"
-    result = fit(demo_data, TrainConfig(epochs=4, join_at=0.5, **TINY), run)
+    result = fit(demo_data, TrainConfig(epochs=4, join_at=0.5, label_snapshots=2, **TINY), run)
     metrics = pd.read_csv(run / "metrics.csv")
     # two epochs of the 1,198 training digits, then two of all 1,497: 19 and 24 batches of 64
     assert list(metrics["phase"]) == ["train", "train", "joined", "joined"]
@@ -126,6 +143,13 @@ def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys)
     assert (estimate["samples"], estimate["trained_on"]) == (299, 1198)
     assert estimate["val_macro_f1"] == pytest.approx(metrics["val_macro_f1"].iloc[1], abs=1e-6)
     assert len(pd.read_csv(run / "val.csv")) == 299  # the first cycle's predictions: the honest ones
+    # label snapshots at 40 % and 85 % of the first cycle (progress 0.2 and 0.425): after epochs 1 and 2
+    state = checkpoint.load(run / "last.pt")["train_state"]["state"]
+    assert (state["snapshots"], state["marks"]) == (2, 2)
+    evidence = rundir.read_label_evidence(run)
+    assert evidence.probs.shape == (1497, 10) and np.allclose(evidence.probs.sum(axis=1), 1.0, atol=1e-4)
+    assert evidence.held_out.sum() == 299 and not evidence.held_out[:1198].any()
+    assert evidence.ids == [demo_data.ids[i] for i in torch.cat([demo_data.train_index, demo_data.val_index])]
     out = capsys.readouterr().out
     assert "first cycle done: val macro-F1" in out and "final model: epoch 4, trained on all 1497 samples" in out
     # the report scores the first cycle's predictions, and refuses to score the final model on samples it saw

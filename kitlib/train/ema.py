@@ -13,10 +13,11 @@ class EMA:
 
     ema = d * ema + (1 - d) * weights after every optimizer step, with the decay d warmed up as
     min(decay, (1 + step) / (10 + step)) so that a short run is not dominated by its random start.
-    Buffers (batch-norm statistics) are copied, not averaged.
+    Floating-point buffers (batch-norm statistics) are averaged the same way, so that they describe the
+    averaged weights' activations, as timm's ModelEmaV2/V3 do; integer ones (batches counted) are copied.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = 0.99):
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.updates = 0
@@ -30,7 +31,10 @@ class EMA:
         current = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(averaged, current, 1.0 - d)  # ema += (1 - d) * (w - ema)
         for mine, theirs in zip(self.module.buffers(), model.buffers()):
-            mine.copy_(theirs)
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1.0 - d)
+            else:
+                mine.copy_(theirs)
 
     def state_dict(self) -> dict:
         """The averaged weights and the update count (for checkpoints)."""

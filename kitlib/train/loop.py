@@ -32,7 +32,7 @@ from kitlib.train.loss import probability_losses, sample_losses
 from kitlib.train.recipe import ADAPTIVE_DECIDE_AT, enter_phase, set_lr, strength, train_size
 from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, choose_augment, config_record,
                                   eval_batches, load_last, phase_at, restore, save_best, save_last, train_batch,
-                                  train_transform_at)
+                                  train_transform_at, training_samples)
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,9 @@ def end_epoch(t: Trainer, state: State, board) -> None:
     state.stale = 0 if better else state.stale + 1
     if t.config.schedule == "plateau" and not math.isnan(score):
         state.plateau.update(score)
+    snapshot = 0.0
+    if t.config.label_snapshots and not state.joined and t.join is not None:
+        snapshot = snapshot_labels(t, state, model, progress)
     if not state.joined and t.join is not None and progress >= t.join:
         join(t, state, model, row, probs)
     if better:
@@ -228,7 +231,24 @@ def end_epoch(t: Trainer, state: State, board) -> None:
             and progress >= ADAPTIVE_DECIDE_AT):
         choose_augment(t, state)
     save_last(t, state)
-    t.clock.keep(1.5 * (time.perf_counter() - started) + 2)
+    t.clock.keep(1.5 * (time.perf_counter() - started - snapshot) + 2)  # the final epoch takes no snapshot
+
+
+SNAPSHOTS_FROM, SNAPSHOTS_TO = 0.4, 0.85
+"""The label snapshots are spread over this part of the first cycle (config.label_snapshots)."""
+
+
+def snapshot_labels(t: Trainer, state: State, model: torch.nn.Module, progress: float) -> float:
+    """Add `model`'s probabilities on every sample to state.evidence when the epoch passed the next snapshot
+    mark of the first cycle; return the seconds it took (0 when no mark was passed)."""
+    marks = int((progress >= t.join * np.linspace(SNAPSHOTS_FROM, SNAPSHOTS_TO, t.config.label_snapshots)).sum())
+    if marks <= state.marks:
+        return 0.0
+    started = time.perf_counter()
+    probs = validation_probs(t, model, training_samples(t, joined=True))
+    state.evidence = probs if state.evidence is None else state.evidence + probs
+    state.snapshots, state.marks = state.snapshots + 1, marks
+    return time.perf_counter() - started
 
 
 def join(t: Trainer, state: State, model: torch.nn.Module, row: dict, probs: torch.Tensor) -> None:
@@ -241,6 +261,18 @@ def join(t: Trainer, state: State, model: torch.nn.Module, row: dict, probs: tor
         write_validation(t, probs)
         if t.data.tiles is not None:
             plot_votes(t, model)
+        if state.snapshots:
+            write_label_evidence(t, state)
+
+
+def write_label_evidence(t: Trainer, state: State) -> None:
+    """RUN/label_evidence.npz: the label snapshots' mean probabilities, which samples were held out then."""
+    rows = training_samples(t, joined=True)
+    held_out = torch.cat([torch.zeros(len(t.data.train_index), dtype=torch.bool),
+                          torch.ones(len(t.data.val_index), dtype=torch.bool)])
+    rundir.write_label_evidence(t.run_dir, rundir.LabelEvidence(
+        [t.data.ids[i] for i in rows.tolist()], t.data.targets[rows].numpy(), list(t.data.classes),
+        (state.evidence / state.snapshots).numpy(), held_out.numpy()))
 
 
 def write_validation(t: Trainer, probs: torch.Tensor) -> None:

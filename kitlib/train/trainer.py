@@ -58,6 +58,12 @@ class State:
     """The validation scores of the last epoch before they joined: the run's honest estimate."""
     augment: str | None = None
     """The preset augment='adaptive' chose during a time-budget run (None: not yet, or not adaptive)."""
+    evidence: torch.Tensor | None = None
+    """(N, K) float32 sum of the label snapshots' probabilities, rows: train_index then val_index."""
+    snapshots: int = 0
+    """Label snapshots taken (config.label_snapshots)."""
+    marks: int = 0
+    """Snapshot marks passed (one snapshot covers the marks an epoch passed at once)."""
 
 
 @dataclass
