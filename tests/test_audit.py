@@ -155,7 +155,8 @@ def test_suspects_one_row_per_sample_worst_first(tmp_path):
 
 
 def test_first_cycle_snapshots_name_the_flipped_labels(tmp_path):
-    """kitlib.audit.dynamics: 80 trained-on samples (confident) and 40 held out (softer), 3 flips in each."""
+    """kitlib.audit.dynamics: 80 trained-on samples (confident; cleanlab's low_self_confidence) and 40 held out
+    (softer; the kit's confident learning), 3 flips in each."""
     from kitlib import rundir
     from kitlib.audit.dynamics import add_suspects, first_cycle_suspects
 
@@ -181,10 +182,29 @@ def test_first_cycle_snapshots_name_the_flipped_labels(tmp_path):
         [["s005", "blank", 0.9, "b", "", "", ""], ["s200", "duplicate", 0.3, "a", "a", "s201", ""]],
         columns=audit.config.SUSPECT_COLUMNS))
     table = add_suspects(tmp_path, found)
-    assert table["sample_index"].tolist()[:2] == ["s005", found["sample_index"].iloc[0]]
+    assert table.loc[table["sample_index"] == "s005", "issue"].tolist() == ["blank"]
     assert table["issue"].tolist().count("mislabeled") == 5 and table["score"].is_monotonic_decreasing
     assert table.iloc[-1].tolist() == ["s200", "duplicate", 0.3, "a", "a", "s201", ""]
     assert first_cycle_suspects(tmp_path / "elsewhere").empty  # no snapshots taken: nothing to say
+
+
+def test_trained_on_samples_not_fit_are_suspects_the_least_fit_first():
+    """not_fit: as many as confident learning counts, the lowest probabilities of the given label; rare classes never."""
+    from kitlib.audit.dynamics import not_fit
+
+    true = np.array([0, 1, 2, 3] * 25 + [3, 3])
+    probs = np.full((102, 4), 0.02)
+    probs[np.arange(102), true] = 0.94
+    given = true.copy()
+    flips = [7, 30, 53, 96]
+    given[flips] = (true[flips] + 1) % 4
+    given[[100, 101]] = [4, 4]  # a class of 2 samples, which the net has not fit either
+    probs = np.hstack([probs, np.full((102, 1), 0.02)])
+    probs /= probs.sum(axis=1, keepdims=True)
+    flagged, score, suggested = not_fit(probs, given)
+    assert np.flatnonzero(flagged).tolist() == flips
+    assert score[flips].tolist() == pytest.approx([1 - 0.02 / 1.02] * 4)
+    assert suggested[flips].tolist() == true[flips].tolist()
 
 
 def test_audit_rejects_too_few_folds(demo_root):
