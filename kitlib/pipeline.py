@@ -36,7 +36,7 @@ from kitlib.models.infer import probabilities, tta_views
 from kitlib.predict.ensemble import predict_submission
 from kitlib.predict.submission import WrittenSubmission
 from kitlib.train.config import TrainConfig
-from kitlib.train.loop import FitResult, fit
+from kitlib.train.loop import SNAPSHOT_SHARE, FitResult, fit
 from kitlib.train.recipe import JOIN_AT, resolve
 
 AUDIT_MODES = ("auto", "full", "quick", "report", "none")
@@ -174,6 +174,10 @@ def _audit(data: TrainingData, config: AllConfig, run: Path, budget: _Budget,
 
 def _first_cycle_labels(audited: AuditResult, run: Path) -> AuditResult:
     """Add the mislabeled suspects of the final model's first cycle (kitlib.audit.dynamics) to RUN/suspects.csv."""
+    if rundir.read_label_evidence(run) is None:
+        print("labels: not checked; the first cycle took no snapshot (each would have taken over "
+              f"{SNAPSHOT_SHARE:.0%} of the budget, or the cycle was too short)")
+        return audited
     found = first_cycle_suspects(run, AuditConfig().max_mislabeled)
     suspects = add_suspects(run, found)
     added = int((suspects["issue"] == "mislabeled").sum())

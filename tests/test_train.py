@@ -158,6 +158,20 @@ def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys)
         evaluate_ensemble([run], None, tmp_path / "report")
 
 
+def test_a_label_snapshot_that_would_cost_over_a_hundredth_of_the_budget_is_skipped():
+    from types import SimpleNamespace
+
+    from kitlib.train.loop import snapshot_labels
+    from kitlib.train.trainer import State
+
+    t = SimpleNamespace(join=0.8, config=SimpleNamespace(label_snapshots=3), clock=Clock(total_steps=1, budget=300.0),
+                        data=SimpleNamespace(train_index=torch.arange(2400), val_index=torch.arange(600)))
+    state = State()
+    # the epoch's validation of 600 samples took 0.7 s: all 3,000 would take 3.5 s, over 1 % of 300 s
+    assert snapshot_labels(t, state, None, progress=0.5, validating=0.7) == 0.0
+    assert (state.snapshots, state.marks, state.evidence) == (0, 0, None)
+
+
 def test_without_a_validation_split_the_summary_says_so(demo_data, tmp_path, capsys):
     everything = dataclasses.replace(demo_data, train_index=demo_data.train_index[:256],
                                      val_index=demo_data.val_index[:0])

@@ -165,6 +165,8 @@ def fit(data: TrainingData, config: TrainConfig = TrainConfig(), out: str | Path
             recipe.update(epochs=config.epochs, time_budget=config.time_budget)
         config = TrainConfig(**recipe)
     t = build_trainer(data, config, run_dir, ctx, resuming=saved is not None, started=started)
+    if saved is None and ctx.is_main:  # a fresh run: an earlier run's label evidence in this folder is not its own
+        (run_dir / rundir.LABEL_EVIDENCE).unlink(missing_ok=True)
     state = State()
     if saved is not None:
         restore(t, state, saved)
@@ -197,6 +199,7 @@ def end_epoch(t: Trainer, state: State, board) -> None:
     started = time.perf_counter()
     model = t.ema.module if t.ema else t.model
     scores, probs = (dict(NO_SCORES), None) if state.joined else validate(t, model)
+    validating = time.perf_counter() - started
     progress = t.clock.progress(state.step)
     row = {"epoch": state.epoch + 1, "phase": state.phase, "step": state.step, "seconds": round(t.clock.seconds(), 2),
            "lr": t.optimizer.param_groups[-1]["lr"], "strength": round(strength(t.config, progress), 4),
@@ -212,7 +215,7 @@ def end_epoch(t: Trainer, state: State, board) -> None:
         state.plateau.update(score)
     snapshot = 0.0
     if t.config.label_snapshots and not state.joined and t.join is not None:
-        snapshot = snapshot_labels(t, state, model, progress)
+        snapshot = snapshot_labels(t, state, model, progress, validating)
     if not state.joined and t.join is not None and progress >= t.join:
         join(t, state, model, row, probs)
     if better:
@@ -236,13 +239,20 @@ def end_epoch(t: Trainer, state: State, board) -> None:
 
 SNAPSHOTS_FROM, SNAPSHOTS_TO = 0.4, 0.85
 """The label snapshots are spread over this part of the first cycle (config.label_snapshots)."""
+SNAPSHOT_SHARE = 0.01
+"""Under a time budget a snapshot is skipped when it would take more than this share of the budget
+(estimated from the epoch's validation: slides with many tiles, a short budget)."""
 
 
-def snapshot_labels(t: Trainer, state: State, model: torch.nn.Module, progress: float) -> float:
+def snapshot_labels(t: Trainer, state: State, model: torch.nn.Module, progress: float, validating: float) -> float:
     """Add `model`'s probabilities on every sample to state.evidence when the epoch passed the next snapshot
-    mark of the first cycle; return the seconds it took (0 when no mark was passed)."""
+    mark of the first cycle; return the seconds it took (0 when none was taken). `validating`: the seconds
+    this epoch's validation took, from which a snapshot's cost is estimated."""
     marks = int((progress >= t.join * np.linspace(SNAPSHOTS_FROM, SNAPSHOTS_TO, t.config.label_snapshots)).sum())
     if marks <= state.marks:
+        return 0.0
+    samples = len(t.data.train_index) + len(t.data.val_index)
+    if t.clock.budget is not None and validating * samples / len(t.data.val_index) > SNAPSHOT_SHARE * t.clock.budget:
         return 0.0
     started = time.perf_counter()
     probs = validation_probs(t, model, training_samples(t, joined=True))
