@@ -174,7 +174,7 @@ def _audit(data: TrainingData, config: AllConfig, run: Path, budget: _Budget,
 
 def _first_cycle_labels(audited: AuditResult, run: Path) -> AuditResult:
     """Add the mislabeled suspects of the final model's first cycle (kitlib.audit.dynamics) to RUN/suspects.csv."""
-    if rundir.read_label_evidence(run) is None:
+    if not (run / rundir.LABEL_EVIDENCE).is_file():
         print("labels: not checked; the first cycle took no snapshot (each would have taken over "
               f"{SNAPSHOT_SHARE:.0%} of the budget, or the cycle was too short)")
         return audited
