@@ -244,9 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     everything = commands.add_parser("all", help="audit, train, predict: RUN/submission.csv",
                                      description="Audit DATA (RUN/suspects.csv), train (without the suspects, "
-                                     "as --audit says), and predict the test set with the best model (and a full "
-                                     "audit's fold models) into RUN/submission.csv, all inside --time-budget "
-                                     "seconds if given.")
+                                     "as --audit says; the validation samples join for a second, shorter cycle), and "
+                                     "predict the test set with the final model (and a full audit's fold models) "
+                                     "into RUN/submission.csv, all inside --time-budget seconds if given.")
     _training_options(everything)
     everything.add_argument("--audit", choices=["auto", "full", "quick", "report", "none"], default="auto",
                             help="full: K fold models score every sample (a quarter of the training time); quick: "
