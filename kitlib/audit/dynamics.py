@@ -32,7 +32,7 @@ import pandas as pd
 
 from kitlib import rundir
 from kitlib.audit.config import ISSUES, SUSPECT_COLUMNS
-from kitlib.audit.labels import RARE_CLASS, cleanlab_issues, label_issues
+from kitlib.audit.labels import RARE_CLASS, cleanlab_issues, label_issues, rare_samples
 from kitlib.files import read_csv_strings, write_table
 
 
@@ -63,8 +63,7 @@ def not_fit(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndar
     `low_self_confidence` filter; score 1 - p_given, at least 0.5 where flagged; the suggestion is the most
     probable other class. Samples of classes with fewer than RARE_CLASS samples are never flagged."""
     n = len(targets)
-    rare = (np.bincount(targets, minlength=probs.shape[1]) < RARE_CLASS)[targets]
-    flagged = cleanlab_issues(probs, targets, "low_self_confidence") & ~rare
+    flagged = cleanlab_issues(probs, targets, "low_self_confidence") & ~rare_samples(targets, probs.shape[1])
     score = np.clip(1.0 - probs[np.arange(n), targets].astype(np.float64), 0.0, 1.0)
     score = np.where(flagged, np.maximum(score, 0.5), score)
     others = probs.copy()

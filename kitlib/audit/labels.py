@@ -29,6 +29,11 @@ RARE_CLASS = 5
 never makes a suspect; a fold model may never have seen the class)."""
 
 
+def rare_samples(targets: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the sample's class has fewer than RARE_CLASS samples among `targets` ((N,) int in [0, k))."""
+    return (np.bincount(targets, minlength=k) < RARE_CLASS)[targets]
+
+
 def calibrated(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """(N, K) probabilities divided by each class's confidence threshold (confident learning's), rows renormalized.
 
@@ -73,8 +78,7 @@ def label_issues(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np
     posterior = label_posterior(probs, targets)
     score = np.clip(1.0 - posterior[np.arange(n), targets], 0.0, 1.0)
     score = np.where(cleanlab_issues(probs, targets, "confident_learning"), np.maximum(score, 0.5), score)
-    rare = np.bincount(targets, minlength=k) < RARE_CLASS
-    score = np.where(rare[targets], 0.0, score)
+    score = np.where(rare_samples(targets, k), 0.0, score)
     suggested = np.where(posterior.argmax(axis=1) == targets, calibrated(probs, targets).argmax(axis=1),
                          posterior.argmax(axis=1))
     return score >= 0.5, score, suggested

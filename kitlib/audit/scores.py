@@ -44,7 +44,7 @@ from kitlib.audit.config import CHECK_COLUMNS, ISSUES, SUSPECT_COLUMNS, AuditCon
 from kitlib.audit.duplicates import near_pairs
 from kitlib.audit.foreign import foreign_z, statistics_z
 from kitlib.audit.grid import plot_suspects
-from kitlib.audit.labels import RARE_CLASS, label_issues
+from kitlib.audit.labels import label_issues, rare_samples
 from kitlib.audit.masks import mask_checks, mask_hashes, shared_with
 from kitlib.audit.oof import out_of_fold
 from kitlib.audit.pixels import blank_issue, blank_scores, difference_hashes, duplicate_issue, pixel_z
@@ -97,7 +97,7 @@ def score_table(data: TrainingData, probs: np.ndarray | None, feature_z: np.ndar
     targets = data.targets.numpy()
     n = len(targets)
     ids = data.ids
-    rare = (np.bincount(targets, minlength=len(data.classes)) < RARE_CLASS)[targets]
+    rare = rare_samples(targets, len(data.classes))
     blank = blank_issue(blank_scores(data.images), config)
     stats_z = statistics_z(data.images, blank >= 0.5, seed=config.seed)
     z = foreign_z(stats_z, pixel_z(data.images, config), feature_z)
