@@ -20,7 +20,7 @@ Then, interleaved in one process group, `python -m kitlib all COMP --time-budget
 each budget and mode (default: none and auto; auto is the quick audit under a time budget). Reported: test macro-F1 of each, and
 per planted kind the audit's precision, recall and F1, beside cleanlab's Datalab given the same
 out-of-fold probabilities and features (the full audit's RUN/oof.npz) or, for the quick audit
-(no models), its 8x8 thumbnails and, for the labels, the final model's first-cycle snapshots
+(no models), its 8x8 thumbnails and, for the labels, the final model's first-cycle probabilities
 (RUN/label_evidence.npz, kitlib.audit.dynamics).
 """
 
@@ -264,7 +264,7 @@ def datalab_found(run: Path, comp: Path) -> dict[str, pd.DataFrame]:
     if "is_label_issue" in issues:
         found["mislabeled"] = table_[issues["is_label_issue"].to_numpy()].assign(twin="")
     evidence = rundir.read_label_evidence(run)
-    if evidence is not None and "mislabeled" not in found:  # the quick audit: the first cycle's snapshots
+    if evidence is not None and "mislabeled" not in found:  # the quick audit: the first cycle's label evidence
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lab = Datalab(data={"label": evidence.targets}, label_name="label", verbosity=0)

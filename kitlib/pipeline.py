@@ -9,8 +9,8 @@ will need (measured on this machine) is kept aside first, then the audit takes i
 training gets the rest. The final model trains on every sample it keeps: the validation samples join
 for a second, shorter learning-rate cycle (TrainConfig.join_at), and the first cycle's score on them
 is the run's estimate, recorded in submission.json. Without fold models (the quick audit), that first
-cycle also takes a few snapshots of its probabilities on every sample, and the labels they contradict
-are listed as mislabeled suspects (kitlib.audit.dynamics).
+cycle also keeps each sample's probabilities, averaged over the cycle (TrainConfig.label_evidence, free),
+and the labels they contradict are listed as mislabeled suspects (kitlib.audit.dynamics).
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ from kitlib.models.infer import probabilities, tta_views
 from kitlib.predict.ensemble import predict_submission
 from kitlib.predict.submission import WrittenSubmission
 from kitlib.train.config import TrainConfig
-from kitlib.train.loop import SNAPSHOT_SHARE, FitResult, fit
+from kitlib.train.loop import FitResult, fit
 from kitlib.train.recipe import JOIN_AT, resolve
 
 AUDIT_MODES = ("auto", "full", "quick", "report", "none")
 DROPPED_ISSUES = ("blank", "shared_mask", "alien", "conflict", "duplicate")
 """Issues `all` drops at every budget: the audit finds them without a model, precisely (README: Results).
 Mislabeled suspects are dropped only after a full audit, whose fold models have the evidence."""
-LABEL_SNAPSHOTS = 3
-"""Label snapshots the final model takes through its first cycle when the audit has no fold models
-(TrainConfig.label_snapshots): each costs one evaluation pass over the data."""
 PREDICT_OVERHEAD = 2.0
 """Seconds of prediction that do not grow with the test set: loading the checkpoints, writing the files."""
 
@@ -175,13 +172,13 @@ def _audit(data: TrainingData, config: AllConfig, run: Path, budget: _Budget,
 def _first_cycle_labels(audited: AuditResult, run: Path) -> AuditResult:
     """Add the mislabeled suspects of the final model's first cycle (kitlib.audit.dynamics) to RUN/suspects.csv."""
     if not (run / rundir.LABEL_EVIDENCE).is_file():
-        print("labels: not checked; the first cycle took no snapshot (each would have taken over "
-              f"{SNAPSHOT_SHARE:.0%} of the budget, or the cycle was too short)")
+        print("labels: not checked; the final model's first cycle did not end (no validation split, or the "
+              "budget ran out first)")
         return audited
     found = first_cycle_suspects(run, AuditConfig().max_mislabeled)
     suspects = add_suspects(run, found)
     added = int((suspects["issue"] == "mislabeled").sum())
-    print(f"labels: {added} mislabeled suspects from the first cycle's snapshots listed in {run / rundir.SUSPECTS} "
+    print(f"labels: {added} mislabeled suspects from the final model's first cycle listed in {run / rundir.SUSPECTS} "
           "(listed, not dropped: `train --decisions` with that file leaves every suspect out)")
     return dataclasses.replace(audited, suspects=suspects)
 
@@ -255,8 +252,8 @@ def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out
     if train.join_at is None:  # the final model sees every sample; its first cycle's hold-out score is the estimate
         train = dataclasses.replace(train, join_at=JOIN_AT)
     first_cycle = audited is not None and audited.oof_probs is None  # no fold models: the labels' evidence is here
-    if first_cycle and not train.label_snapshots:
-        train = dataclasses.replace(train, label_snapshots=LABEL_SNAPSHOTS)
+    if first_cycle:
+        train = dataclasses.replace(train, label_evidence=True)
     fitted = fit(prepared, train, run)
     if first_cycle:
         audited = _first_cycle_labels(audited, run)

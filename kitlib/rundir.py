@@ -12,7 +12,7 @@
       folds/fold0, ...     fold runs (the audit's), each a run folder of its own
       suspects.csv, scores.csv, suspects.png, decisions.csv    the audit's and the review's (kitlib.audit)
       checks.csv, oof.npz  the audit's reported-only checks; a full audit's out-of-fold probabilities and features
-      label_evidence.npz   the first cycle's averaged probabilities on every sample (TrainConfig.label_snapshots)
+      label_evidence.npz   the first cycle's averaged probabilities on every sample (TrainConfig.label_evidence)
       dropped.csv          the decisions `all` trained with (sample_index,action,new_label)
       submission.csv, submission.json                          `all`'s submission (kitlib.predict)
 
@@ -54,8 +54,8 @@ CHECKS = "checks.csv"
 OOF = "oof.npz"
 """RUN/oof.npz of a full audit: ids, probs (N, K) out of fold, features (N, D) of the fold models."""
 LABEL_EVIDENCE = "label_evidence.npz"
-"""RUN/label_evidence.npz: ids, targets, classes, probs (N, K) averaged over the first cycle's snapshots,
-held_out (N,) (kitlib.audit.dynamics)."""
+"""RUN/label_evidence.npz: ids, targets, classes, probs (N, K) averaged over the first cycle, held_out (N,),
+margins (N,) (kitlib.train.loop.write_label_evidence, read by kitlib.audit.dynamics)."""
 DROPPED = "dropped.csv"
 """RUN/dropped.csv: the decisions (sample_index,action,new_label) `all` trained with."""
 SUBMISSION = "submission.csv"
@@ -219,7 +219,8 @@ def read_out_of_fold(run: str | Path) -> Validation:
 
 @dataclass(frozen=True)
 class LabelEvidence:
-    """A run's probabilities on every sample, averaged over snapshots of its first learning-rate cycle."""
+    """A run's probabilities on every sample, averaged over its first learning-rate cycle: the training
+    probabilities of the samples trained on then, the validation probabilities of those held out."""
 
     ids: list[str]
     targets: np.ndarray
@@ -229,6 +230,9 @@ class LabelEvidence:
     """(N, K) float32, rows in the order of `ids`."""
     held_out: np.ndarray
     """(N,) bool: the sample was a validation sample then (honest probabilities), not trained on."""
+    margins: np.ndarray
+    """(N,) float32: a trained-on sample's mean training margin (its given label's logit minus the largest
+    other; the area under the margin), NaN for a held-out one."""
 
 
 def write_label_evidence(run: str | Path, evidence: LabelEvidence) -> Path:
@@ -237,19 +241,19 @@ def write_label_evidence(run: str | Path, evidence: LabelEvidence) -> Path:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, ids=np.array(evidence.ids), targets=evidence.targets.astype(np.int64),
                                 classes=np.array(evidence.classes), probs=evidence.probs.astype(np.float32),
-                                held_out=evidence.held_out.astype(bool))
+                                held_out=evidence.held_out.astype(bool), margins=evidence.margins.astype(np.float32))
     return replace_atomically(Path(run) / LABEL_EVIDENCE, write)
 
 
 def read_label_evidence(run: str | Path) -> LabelEvidence | None:
-    """RUN/label_evidence.npz, or None when the run took no snapshots."""
+    """RUN/label_evidence.npz, or None when the run wrote none (TrainConfig.label_evidence)."""
     path = Path(run) / LABEL_EVIDENCE
     if not path.is_file():
         return None
     with np.load(path) as saved:
         return LabelEvidence([str(i) for i in saved["ids"]], saved["targets"].astype(np.int64),
                              [str(c) for c in saved["classes"]], saved["probs"].astype(np.float32),
-                             saved["held_out"].astype(bool))
+                             saved["held_out"].astype(bool), saved["margins"].astype(np.float32))
 
 
 # --------------------------------------------------------------------------------------------- models

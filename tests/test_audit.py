@@ -154,8 +154,8 @@ def test_suspects_one_row_per_sample_worst_first(tmp_path):
         "s5,shared_mask,1.0,a,,,s5"]
 
 
-def test_first_cycle_snapshots_name_the_flipped_labels(tmp_path):
-    """kitlib.audit.dynamics: 80 trained-on samples (confident; cleanlab's low_self_confidence) and 40 held out
+def test_first_cycle_evidence_names_the_flipped_labels(tmp_path):
+    """kitlib.audit.dynamics: 80 trained-on samples (confident; the margins below their class's) and 40 held out
     (softer; the kit's confident learning), 3 flips in each."""
     from kitlib import rundir
     from kitlib.audit.dynamics import add_suspects, first_cycle_suspects
@@ -171,8 +171,11 @@ def test_first_cycle_snapshots_name_the_flipped_labels(tmp_path):
     flips = [5, 22, 63, 83, 98, 117]
     given[flips] = (true[flips] + 1) % 4
     ids = [f"s{i:03d}" for i in range(120)]
+    others = probs.copy()
+    others[np.arange(120), given] = 0
+    margins = np.log(probs[np.arange(120), given] / others.max(axis=1))  # as if the logits were log-probabilities
     rundir.write_label_evidence(tmp_path, rundir.LabelEvidence(ids, given, ["a", "b", "c", "d"], probs,
-                                                               np.arange(120) >= 80))
+                                                               np.arange(120) >= 80, margins))
     found = first_cycle_suspects(tmp_path)
     assert sorted(found["sample_index"]) == [ids[i] for i in flips]
     assert set(found["issue"]) == {"mislabeled"} and (found["score"] >= 0.5).all()
@@ -185,26 +188,31 @@ def test_first_cycle_snapshots_name_the_flipped_labels(tmp_path):
     assert table.loc[table["sample_index"] == "s005", "issue"].tolist() == ["blank"]
     assert table["issue"].tolist().count("mislabeled") == 5 and table["score"].is_monotonic_decreasing
     assert table.iloc[-1].tolist() == ["s200", "duplicate", 0.3, "a", "a", "s201", ""]
-    assert first_cycle_suspects(tmp_path / "elsewhere").empty  # no snapshots taken: nothing to say
+    assert first_cycle_suspects(tmp_path / "elsewhere").empty  # no evidence written: nothing to say
 
 
-def test_trained_on_samples_not_fit_are_suspects_the_least_fit_first():
-    """not_fit: as many as confident learning counts, the lowest probabilities of the given label; rare classes never."""
+def test_trained_on_samples_far_below_their_class_margin_are_not_fit():
+    """not_fit: negative margins over 2 robust standard deviations below the class's median; rare classes never."""
     from kitlib.audit.dynamics import not_fit
 
     true = np.array([0, 1, 2, 3] * 25 + [3, 3])
-    probs = np.full((102, 4), 0.02)
-    probs[np.arange(102), true] = 0.94
+    margins = 2.0 + 0.1 * ((np.arange(102) // 4) % 5 - 2)  # 1.8 .. 2.2 in each class: median 2, MAD 0.1
+    probs = np.full((102, 5), 0.02)
+    probs[np.arange(102), true] = 0.92
     given = true.copy()
     flips = [7, 30, 53, 96]
     given[flips] = (true[flips] + 1) % 4
+    margins[flips] = -1.0  # the net preferred another class, on average over the cycle
     given[[100, 101]] = [4, 4]  # a class of 2 samples, which the net has not fit either
-    probs = np.hstack([probs, np.full((102, 1), 0.02)])
-    probs /= probs.sum(axis=1, keepdims=True)
-    flagged, score, suggested = not_fit(probs, given)
+    margins[[100, 101]] = -1.0
+    margins[8] = 1.75  # low, but within 2 robust standard deviations (z = -1.7)
+    margins[9] = 0.2  # far below its class, but fit: the given label came first on average
+    flagged, score, suggested = not_fit(margins, probs, given)
     assert np.flatnonzero(flagged).tolist() == flips
-    assert score[flips].tolist() == pytest.approx([1 - 0.02 / 1.02] * 4)
+    assert score[flips].tolist() == pytest.approx([0.96] * 4)  # 24 of its class's 25 have a larger margin
+    assert score[[8, 9]].tolist() == pytest.approx([0.92, 0.92]) and score[[100, 101]].tolist() == [0.0, 0.0]
     assert suggested[flips].tolist() == true[flips].tolist()
+    assert not not_fit(np.full(102, 0.5), probs, given)[0].any()  # margins that do not spread: nothing
 
 
 def test_audit_rejects_too_few_folds(demo_root):

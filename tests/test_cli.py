@@ -87,7 +87,7 @@ def test_all_audits_first(demo_root, tmp_path, capsys, monkeypatch):
     assert main(["all", str(demo_root), "--out", str(tmp_path / "report"), "--time-budget", "20",
                  "--audit", "report"]) == 0
     out = capsys.readouterr().out
-    assert "training on every sample: --audit report only lists the suspects" in out and "dropped" not in out
+    assert "training on every sample: --audit report only lists the suspects" in out and "dropped.csv" not in out
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

@@ -130,7 +130,7 @@ def test_progressive_resizing_grows_the_batches_to_the_full_size():
 
 def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys):
     run = tmp_path / "run"
-    result = fit(demo_data, TrainConfig(epochs=4, join_at=0.5, label_snapshots=2, **TINY), run)
+    result = fit(demo_data, TrainConfig(epochs=4, join_at=0.5, label_evidence=True, **TINY), run)
     metrics = pd.read_csv(run / "metrics.csv")
     # two epochs of the 1,198 training digits, then two of all 1,497: 19 and 24 batches of 64
     assert list(metrics["phase"]) == ["train", "train", "joined", "joined"]
@@ -143,11 +143,14 @@ def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys)
     assert (estimate["samples"], estimate["trained_on"]) == (299, 1198)
     assert estimate["val_macro_f1"] == pytest.approx(metrics["val_macro_f1"].iloc[1], abs=1e-6)
     assert len(pd.read_csv(run / "val.csv")) == 299  # the first cycle's predictions: the honest ones
-    # label snapshots at 40 % and 85 % of the first cycle (progress 0.2 and 0.425): after epochs 1 and 2
+    # label evidence: the training probabilities and margins of the first cycle's 2 epochs, and the validation
+    # probabilities of its second half: epochs 1 and 2 (the first ends at step 19 of 38, just there); on disk
+    # then, no longer in last.pt
     state = checkpoint.load(run / "last.pt")["train_state"]["state"]
-    assert (state["snapshots"], state["marks"]) == (2, 2)
+    assert (state["held_out_epochs"], state["trajectory"], state["held_out"]) == (2, None, None)
     evidence = rundir.read_label_evidence(run)
     assert evidence.probs.shape == (1497, 10) and np.allclose(evidence.probs.sum(axis=1), 1.0, atol=1e-4)
+    assert np.isfinite(evidence.margins[:1198]).all() and np.isnan(evidence.margins[1198:]).all()
     assert evidence.held_out.sum() == 299 and not evidence.held_out[:1198].any()
     assert evidence.ids == [demo_data.ids[i] for i in torch.cat([demo_data.train_index, demo_data.val_index])]
     out = capsys.readouterr().out
@@ -158,18 +161,29 @@ def test_validation_samples_join_for_a_second_cycle(demo_data, tmp_path, capsys)
         evaluate_ensemble([run], None, tmp_path / "report")
 
 
-def test_a_label_snapshot_that_would_cost_over_a_hundredth_of_the_budget_is_skipped():
+def test_label_evidence_adds_each_batch_to_its_samples_and_a_tile_to_its_image():
     from types import SimpleNamespace
 
-    from kitlib.train.loop import snapshot_labels
+    from kitlib.train.loop import trace_labels
     from kitlib.train.trainer import State
 
-    t = SimpleNamespace(join=0.8, config=SimpleNamespace(label_snapshots=3), clock=Clock(total_steps=1, budget=300.0),
-                        data=SimpleNamespace(train_index=torch.arange(2400), val_index=torch.arange(600)))
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])  # probabilities (0.5, 0.5), (0.881, 0.119), ...
+    labels = torch.tensor([0, 0, 0])
+    images = SimpleNamespace(data=SimpleNamespace(tiles=None, targets=torch.zeros(4, dtype=torch.long)))
     state = State()
-    # the epoch's validation of 600 samples took 0.7 s: all 3,000 would take 3.5 s, over 1 % of 300 s
-    assert snapshot_labels(t, state, None, progress=0.5, validating=0.7) == 0.0
-    assert (state.snapshots, state.marks, state.evidence) == (0, 0, None)
+    trace_labels(images, state, torch.tensor([3, 1, 0]), logits, labels)
+    trace_labels(images, state, torch.tensor([3]), logits[:1], labels[:1])
+    assert state.visits.tolist() == [1.0, 1.0, 0.0, 2.0]
+    assert state.trajectory[:, 0].tolist() == pytest.approx([0.1192, 0.8808, 0.0, 1.0], abs=1e-4)
+    assert state.margins.tolist() == [-2.0, 2.0, 0.0, 0.0]  # the label's logit minus the largest other
+    # tiles: rows are tiles, and each counts for the image it was cut from
+    tiles = SimpleNamespace(data=SimpleNamespace(tiles=SimpleNamespace(tile_sample=torch.tensor([0, 0, 1, 1, 1])),
+                                                 targets=torch.zeros(2, dtype=torch.long)))
+    state = State()
+    trace_labels(tiles, state, torch.tensor([1, 4, 0]), logits, torch.tensor([1, 1, 1]))
+    assert state.visits.tolist() == [2.0, 1.0]
+    assert state.trajectory[:, 1].tolist() == pytest.approx([0.5 + 0.8808, 0.1192], abs=1e-4)
+    assert state.margins.tolist() == [0.0 + 2.0, -2.0]
 
 
 def test_without_a_validation_split_the_summary_says_so(demo_data, tmp_path, capsys):

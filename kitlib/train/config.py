@@ -104,11 +104,11 @@ class TrainConfig:
     rate cycle ends there, its final validation scores are the run's honest estimate (RUN/val.csv holds its
     predictions), then a second, shorter cycle trains on every sample and its last model is the one saved;
     None or 1: they stay held out (`all` sets it: kitlib.train.recipe.JOIN_AT)."""
-    label_snapshots: int = 0
-    """Snapshots of the model's probabilities on every sample, taken from 40 % to 85 % of the first learning-
-    rate cycle (join_at) and averaged into RUN/label_evidence.npz: evidence on the labels from before the
-    cycle's low learning rate memorizes wrong ones (kitlib.audit.dynamics; `all` sets it when it has no fold
-    models). 0: none. Each costs one evaluation pass over the data."""
+    label_evidence: bool = False
+    """Write RUN/label_evidence.npz when the first learning-rate cycle ends (join_at): each sample's training
+    probabilities averaged over that cycle, and the held-out samples' validation probabilities averaged over
+    its second half: evidence on the labels, also from before the cycle's low learning rate memorizes wrong
+    ones (kitlib.audit.dynamics; `all` sets it when it has no fold models). Free: no extra pass."""
     folds: int | None = None
     """Use fold `fold` of stratified K folds as validation instead of a hold-out."""
     fold: int = 0
@@ -157,8 +157,7 @@ class TrainConfig:
         if self.epochs is not None and self.time_budget is not None:
             raise KitError("give epochs or time_budget, not both: they are alternatives (--epochs, --time-budget).")
         for name, low in (("batch_size", 1), ("grad_accum", 1), ("epochs", 1), ("image_size", 8),
-                          ("decode_size", 8), ("early_stopping", 1), ("threads", 1), ("tiles_per_image", 1),
-                          ("label_snapshots", 0)):
+                          ("decode_size", 8), ("early_stopping", 1), ("threads", 1), ("tiles_per_image", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < low):
                 raise KitError(f"{_named(name)}={value!r}: give a whole number of at least {low}.")

@@ -51,6 +51,12 @@ class Context:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over every process, in place (unchanged in a single process)."""
+        if self.world > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
     def barrier(self) -> None:
         """Wait for every process."""
         if self.world > 1:

@@ -60,6 +60,8 @@ def train_step(trainer: Trainer, state: State, rows: torch.Tensor, progress: flo
     x = x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
     with runtime.autocast(t.device, config.precision):
         logits = t.net(x)
+    if config.label_evidence and t.join is not None and not state.joined:
+        trace_labels(t, state, rows, logits, labels)
     loss = sample_losses(logits, batch.targets, label_smoothing=config.label_smoothing,
                          class_weight=t.loss_weight).mean()
     t.scaler.scale(loss / config.grad_accum).backward()
@@ -213,9 +215,9 @@ def end_epoch(t: Trainer, state: State, board) -> None:
     state.stale = 0 if better else state.stale + 1
     if t.config.schedule == "plateau" and not math.isnan(score):
         state.plateau.update(score)
-    snapshot = 0.0
-    if t.config.label_snapshots and not state.joined and t.join is not None:
-        snapshot = snapshot_labels(t, state, model, progress, validating)
+    if t.config.label_evidence and not state.joined and t.join is not None and progress >= HELD_OUT_FROM * t.join:
+        state.held_out = probs if state.held_out is None else state.held_out + probs
+        state.held_out_epochs += 1
     if not state.joined and t.join is not None and progress >= t.join:
         join(t, state, model, row, probs)
     if better:
@@ -234,31 +236,33 @@ def end_epoch(t: Trainer, state: State, board) -> None:
             and progress >= ADAPTIVE_DECIDE_AT):
         choose_augment(t, state)
     save_last(t, state)
-    t.clock.keep(1.5 * (time.perf_counter() - started - snapshot) + 2)  # the final epoch takes no snapshot
+    t.clock.keep(1.5 * (time.perf_counter() - started) + 2)
 
 
-SNAPSHOTS_FROM, SNAPSHOTS_TO = 0.4, 0.85
-"""The label snapshots are spread over this part of the first cycle (config.label_snapshots)."""
-SNAPSHOT_SHARE = 0.01
-"""Under a time budget a snapshot is skipped when it would take more than this share of the budget
-(estimated from the epoch's validation: slides with many tiles, a short budget)."""
+HELD_OUT_FROM = 0.5
+"""config.label_evidence averages the held-out samples' validation probabilities over the epochs from this
+part of the first cycle on (the trained-on samples' training probabilities over all of it)."""
 
 
-def snapshot_labels(t: Trainer, state: State, model: torch.nn.Module, progress: float, validating: float) -> float:
-    """Add `model`'s probabilities on every sample to state.evidence when the epoch passed the next snapshot
-    mark of the first cycle; return the seconds it took (0 when none was taken). `validating`: the seconds
-    this epoch's validation took, from which a snapshot's cost is estimated."""
-    marks = int((progress >= t.join * np.linspace(SNAPSHOTS_FROM, SNAPSHOTS_TO, t.config.label_snapshots)).sum())
-    if marks <= state.marks:
-        return 0.0
-    samples = len(t.data.train_index) + len(t.data.val_index)
-    if t.clock.budget is not None and validating * samples / len(t.data.val_index) > SNAPSHOT_SHARE * t.clock.budget:
-        return 0.0
-    started = time.perf_counter()
-    probs = validation_probs(t, model, training_samples(t, joined=True))
-    state.evidence = probs if state.evidence is None else state.evidence + probs
-    state.snapshots, state.marks = state.snapshots + 1, marks
-    return time.perf_counter() - started
+def trace_labels(t: Trainer, state: State, rows: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Add a training batch to its samples' running sums (no extra pass): the probabilities (softmax of the
+    logits) to state.trajectory, the margin (the given label's logit minus the largest other) to state.margins.
+
+    `rows`: the batch's (B,) example rows (samples, or tiles whose image counts); `logits`: (B, K) on the
+    device, of augmented (maybe mixed) images; `labels`: (B,) the given labels. Averaged over the first cycle,
+    the margin is the area under the margin (Pleiss et al., NeurIPS 2020): a net fits a clean label early and a
+    wrong one late, if at all (Arpit et al., ICML 2017). Read by kitlib.audit.dynamics."""
+    samples = (rows if t.data.tiles is None else t.data.tiles.tile_sample[rows]).to(logits.device)
+    if state.trajectory is None:
+        n, k = len(t.data.targets), logits.shape[1]
+        state.trajectory = torch.zeros(n, k, device=logits.device)
+        state.margins, state.visits = torch.zeros(n, device=logits.device), torch.zeros(n, device=logits.device)
+    logits = logits.detach().float()
+    given = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], -math.inf).amax(dim=1)
+    state.trajectory.index_add_(0, samples, torch.softmax(logits, dim=1))
+    state.margins.index_add_(0, samples, given - others)
+    state.visits.index_add_(0, samples, torch.ones_like(given))
 
 
 def join(t: Trainer, state: State, model: torch.nn.Module, row: dict, probs: torch.Tensor) -> None:
@@ -271,18 +275,29 @@ def join(t: Trainer, state: State, model: torch.nn.Module, row: dict, probs: tor
         write_validation(t, probs)
         if t.data.tiles is not None:
             plot_votes(t, model)
-        if state.snapshots:
-            write_label_evidence(t, state)
+    if t.config.label_evidence and state.trajectory is not None:
+        write_label_evidence(t, state)
+        state.trajectory = state.margins = state.visits = state.held_out = None  # on disk now: last.pt need not carry them
 
 
 def write_label_evidence(t: Trainer, state: State) -> None:
-    """RUN/label_evidence.npz: the label snapshots' mean probabilities, which samples were held out then."""
-    rows = training_samples(t, joined=True)
-    held_out = torch.cat([torch.zeros(len(t.data.train_index), dtype=torch.bool),
-                          torch.ones(len(t.data.val_index), dtype=torch.bool)])
+    """RUN/label_evidence.npz (main process; every process adds its shard first): per sample trained on in the
+    first cycle, its mean training probabilities and margin over that cycle; per sample held out then, its mean
+    validation probabilities over the cycle's second half (HELD_OUT_FROM; no margin: NaN)."""
+    for total in (state.trajectory, state.margins, state.visits):
+        t.ctx.sum(total)
+    if not t.ctx.is_main:
+        return
+    visits = state.visits.cpu()
+    trained = t.data.train_index[visits[t.data.train_index] > 0]  # every one, unless the cycle was cut short
+    rows = torch.cat([trained, t.data.val_index])
+    probs = torch.cat([state.trajectory.cpu()[trained] / visits[trained, None],
+                       state.held_out.cpu() / state.held_out_epochs])
+    margins = torch.cat([state.margins.cpu()[trained] / visits[trained], torch.full((len(t.data.val_index),), math.nan)])
+    held_out = torch.cat([torch.zeros(len(trained), dtype=torch.bool), torch.ones(len(t.data.val_index), dtype=torch.bool)])
     rundir.write_label_evidence(t.run_dir, rundir.LabelEvidence(
-        [t.data.ids[i] for i in rows.tolist()], t.data.targets[rows].numpy(), list(t.data.classes),
-        (state.evidence / state.snapshots).numpy(), held_out.numpy()))
+        [t.data.ids[i] for i in rows.tolist()], t.data.targets[rows].numpy(), list(t.data.classes), probs.numpy(),
+        held_out.numpy(), margins.numpy()))
 
 
 def write_validation(t: Trainer, probs: torch.Tensor) -> None:

@@ -58,12 +58,17 @@ class State:
     """The validation scores of the last epoch before they joined: the run's honest estimate."""
     augment: str | None = None
     """The preset augment='adaptive' chose during a time-budget run (None: not yet, or not adaptive)."""
-    evidence: torch.Tensor | None = None
-    """(N, K) float32 sum of the label snapshots' probabilities, rows: train_index then val_index."""
-    snapshots: int = 0
-    """Label snapshots taken (config.label_snapshots)."""
-    marks: int = 0
-    """Snapshot marks passed (one snapshot covers the marks an epoch passed at once)."""
+    trajectory: torch.Tensor | None = None
+    """(N, K) float32, N = every sample: the sum of each sample's training probabilities (softmax of the
+    batch's logits) over the first cycle, for config.label_evidence (kitlib.train.loop.trace_labels)."""
+    margins: torch.Tensor | None = None
+    """(N,) float32: the sum of each sample's training margins over the first cycle (same steps)."""
+    visits: torch.Tensor | None = None
+    """(N,) float32: how many training steps each row of `trajectory` and `margins` sums."""
+    held_out: torch.Tensor | None = None
+    """(N_val, K) float32: the sum of the validation probabilities of the first cycle's later epochs."""
+    held_out_epochs: int = 0
+    """How many epochs `held_out` sums."""
 
 
 @dataclass
@@ -331,3 +336,6 @@ def restore(t: Trainer, state: State, saved: dict) -> None:
     # the measured reserve too: a run that stopped because fewer seconds than it remained stays stopped
     t.clock.keep(train_state.get("reserve", 0.0))  # .get: checkpoints written before it was saved
     checkpoint.set_rng_state(train_state["rng"])
+    for name in ("trajectory", "margins", "visits", "held_out"):  # the label evidence sums on the device they are added on
+        if getattr(state, name) is not None:
+            setattr(state, name, getattr(state, name).to(t.device))
