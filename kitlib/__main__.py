@@ -134,16 +134,18 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="local pretrained weights file (offline, e.g. a Kaggle dataset)")
     parser.add_argument("--size", type=int, help="model input size in px")
     parser.add_argument("--decode-size", type=int, help="size the images are decoded to and held in memory")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int,
+                        help="images per optimizer step (default: 16-128, from the data set's size)")
     parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--optimizer", choices=["sgd", "adamw"])
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"],
+                        help="default: SGD from scratch, AdamW when pretrained")
     parser.add_argument("--schedule", help="onecycle, cosine, triangular2, plateau, constant")
     parser.add_argument("--augment", help="augmentation preset: adaptive (default: light, or medium for runs of 40+ epochs), "
                         "none, light, medium, strong, auto")
-    parser.add_argument("--val-fraction", type=float)
+    parser.add_argument("--val-fraction", type=float, help="validation share of each class (default 0.2; 0: none)")
     parser.add_argument("--folds", type=int, help="validate on one fold of K stratified folds")
-    parser.add_argument("--fold", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--fold", type=int, help="which of the --folds validates (default 0)")
+    parser.add_argument("--seed", type=int, help="random seed of the split, the augmentation and the weights")
     parser.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
     parser.add_argument("--precision", help="bf16, fp16, fp32 (default: from the hardware)")
     parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
@@ -173,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     from kitlib.audit import DEFAULT_FOLDS
 
-    parser = argparse.ArgumentParser(prog="python -m kitlib", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m kitlib",
+        description="The image-classification competition kit. The one command to start with: "
+                    "python -m kitlib all DATA --out RUN --time-budget SECONDS (audit, train, predict a submission); "
+                    "'python -m kitlib COMMAND --help' describes each command.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="write a demo competition (CSV layout) to OUT_DIR",

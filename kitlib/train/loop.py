@@ -32,7 +32,7 @@ from kitlib.train.loss import probability_losses, sample_losses
 from kitlib.train.recipe import ADAPTIVE_DECIDE_AT, enter_phase, set_lr, strength, train_size
 from kitlib.train.trainer import (State, Trainer, batch_order, build_trainer, choose_augment, config_record,
                                   eval_batches, load_last, phase_at, restore, save_best, save_last, train_batch,
-                                  train_transform_at, training_samples)
+                                  train_transform_at)
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,6 @@ def end_epoch(t: Trainer, state: State, board) -> None:
     started = time.perf_counter()
     model = t.ema.module if t.ema else t.model
     scores, probs = (dict(NO_SCORES), None) if state.joined else validate(t, model)
-    validating = time.perf_counter() - started
     progress = t.clock.progress(state.step)
     row = {"epoch": state.epoch + 1, "phase": state.phase, "step": state.step, "seconds": round(t.clock.seconds(), 2),
            "lr": t.optimizer.param_groups[-1]["lr"], "strength": round(strength(t.config, progress), 4),
@@ -277,7 +276,7 @@ def join(t: Trainer, state: State, model: torch.nn.Module, row: dict, probs: tor
             plot_votes(t, model)
     if t.config.label_evidence and state.trajectory is not None:
         write_label_evidence(t, state)
-        state.trajectory = state.margins = state.visits = state.held_out = None  # on disk now: last.pt need not carry them
+        state.trajectory = state.margins = state.visits = state.held_out = None  # on disk: not in last.pt
 
 
 def write_label_evidence(t: Trainer, state: State) -> None:
@@ -293,8 +292,9 @@ def write_label_evidence(t: Trainer, state: State) -> None:
     rows = torch.cat([trained, t.data.val_index])
     probs = torch.cat([state.trajectory.cpu()[trained] / visits[trained, None],
                        state.held_out.cpu() / state.held_out_epochs])
-    margins = torch.cat([state.margins.cpu()[trained] / visits[trained], torch.full((len(t.data.val_index),), math.nan)])
-    held_out = torch.cat([torch.zeros(len(trained), dtype=torch.bool), torch.ones(len(t.data.val_index), dtype=torch.bool)])
+    held = len(t.data.val_index)
+    margins = torch.cat([state.margins.cpu()[trained] / visits[trained], torch.full((held,), math.nan)])
+    held_out = torch.cat([torch.zeros(len(trained), dtype=torch.bool), torch.ones(held, dtype=torch.bool)])
     rundir.write_label_evidence(t.run_dir, rundir.LabelEvidence(
         [t.data.ids[i] for i in rows.tolist()], t.data.targets[rows].numpy(), list(t.data.classes), probs.numpy(),
         held_out.numpy(), margins.numpy()))

@@ -336,6 +336,6 @@ def restore(t: Trainer, state: State, saved: dict) -> None:
     # the measured reserve too: a run that stopped because fewer seconds than it remained stays stopped
     t.clock.keep(train_state.get("reserve", 0.0))  # .get: checkpoints written before it was saved
     checkpoint.set_rng_state(train_state["rng"])
-    for name in ("trajectory", "margins", "visits", "held_out"):  # the label evidence sums on the device they are added on
+    for name in ("trajectory", "margins", "visits", "held_out"):  # the label evidence: on the device it is added on
         if getattr(state, name) is not None:
             setattr(state, name, getattr(state, name).to(t.device))
