@@ -1,7 +1,7 @@
 """Does the audit find what real challenges plant, and does it pay for its time inside `all`?
 
     python -m bench.audit labels                       # the confident-learning benchmark: seconds, no training
-    python -m bench.audit rehearsal [--budgets 300 1200] [--per-class 300] [--modes none auto full]
+    python -m bench.audit rehearsal [--budgets 300 1200] [--per-class 300] [--modes none auto full] [--rounds 3]
 
 `labels`: the confident-learning paper's CIFAR-10 benchmark (../shared/data/cl-cifar10-noisy: out-of-fold
 ResNet-50 probabilities, 4 sparsities x 3 noise rates); precision, recall and F1 of cleanlab's default
@@ -189,10 +189,10 @@ def build(out: Path, per_class: int, seed: int = 0) -> Path:
     return comp
 
 
-def run_all(comp: Path, run: Path, budget: float, audit: str) -> float:
-    """Test macro-F1 (%) of `python -m kitlib all --audit AUDIT` on the competition."""
+def run_all(comp: Path, run: Path, budget: float, audit: str, seed: int = 0) -> float:
+    """Test macro-F1 (%) of `python -m kitlib all --audit AUDIT --seed SEED` on the competition."""
     command = [sys.executable, "-m", "kitlib", "all", str(comp), "--out", str(run), "--time-budget", str(budget),
-               "--audit", audit]
+               "--audit", audit, "--seed", str(seed)]
     with open(run.with_suffix(".log"), "w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     answers = pd.read_csv(comp.parent / "answers.csv", dtype=str)
@@ -282,21 +282,31 @@ def _row(name: str, counts: tuple[int, int, int] | None) -> list[str]:
     return [name, f"{flagged} ({right} right)", f"{p:.2f}", f"{r:.2f}", f"{2 * p * r / max(p + r, 1e-12):.2f}"]
 
 
-def rehearsal(budgets: list[float], per_class: int, keep: Path | None, modes: list[str]) -> None:
-    """Build the rehearsal, run `all` with and without the audit at each budget, print the tables."""
+def rehearsal(budgets: list[float], per_class: int, keep: Path | None, modes: list[str], rounds: int = 1) -> None:
+    """Build the rehearsal, run `all` with and without the audit at each budget, print the tables.
+
+    With `rounds` > 1 the runs repeat with seeds 0, 1, ... (split, augmentation, weights), interleaved
+    (for each round: each budget, each mode), and each mode's difference to the first is summarised by its
+    median over the rounds; the per-kind tables are those of round 0."""
     with tempfile.TemporaryDirectory() as tmp:
         root = keep or Path(tmp)
         comp = build(root, per_class)
         planted = pd.read_csv(root / "defects.csv", dtype=str, keep_default_na=False)
         print(f"rehearsal: {len(pd.read_csv(comp / 'train_labels.csv'))} training images, planted: "
               + ", ".join(f"{k} {v}" for k, v in planted["defect"].value_counts().items()), flush=True)
-        scores = []
-        for budget in budgets:
-            for audit in modes:
-                f1 = run_all(comp, root / f"{audit}{budget:.0f}", budget, audit)
-                scores.append([f"{budget:.0f}", audit, f"{f1:.1f}"])
-                print(f"all --time-budget {budget:.0f} --audit {audit}: test macro-F1 {f1:.1f}", flush=True)
-        print(table(["--time-budget", "--audit", "test macro-F1 (%)"], scores))
+        f1s = {}  # (budget, mode) -> test macro-F1 of each round
+        for seed in range(rounds):
+            for budget in budgets:
+                for audit in modes:
+                    run = root / (f"{audit}{budget:.0f}" + (f"-seed{seed}" if seed else ""))
+                    f1 = run_all(comp, run, budget, audit, seed)
+                    f1s.setdefault((budget, audit), []).append(f1)
+                    print(f"all --time-budget {budget:.0f} --audit {audit} --seed {seed}: test macro-F1 {f1:.1f}",
+                          flush=True)
+        print(table(["--time-budget", "--audit", "test macro-F1 (%) by seed", "median",
+                     f"median difference to --audit {modes[0]}"],
+                    [[f"{b:.0f}", m, " / ".join(f"{f:.1f}" for f in f1s[b, m]), f"{np.median(f1s[b, m]):.1f}",
+                      f"{np.median(np.subtract(f1s[b, m], f1s[b, modes[0]])):+.1f}"] for b in budgets for m in modes]))
         kinds = ["blank", "foreign+cartoon", "foreign", "cartoon", "stained", "leak", "mislabeled"]
         for budget, mode in ((b, m) for b in budgets for m in modes if m != "none"):
             run = root / f"{mode}{budget:.0f}"
@@ -327,12 +337,13 @@ def main() -> None:
     rehearse.add_argument("--keep", type=Path, help="build and run in this folder (kept) instead of a temporary one")
     rehearse.add_argument("--modes", nargs="+", default=["none", "auto"], choices=["none", "auto", "quick", "full"],
                           help="--audit modes of `all` to compare")
+    rehearse.add_argument("--rounds", type=int, default=1, help="repeat every run with seeds 0, 1, ..., interleaved")
     args = parser.parse_args()
     print(machine())
     if args.command == "labels":
         labels_benchmark()
     else:
-        rehearsal(args.budgets, args.per_class, args.keep, args.modes)
+        rehearsal(args.budgets, args.per_class, args.keep, args.modes, args.rounds)
 
 
 if __name__ == "__main__":
