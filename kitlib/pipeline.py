@@ -28,7 +28,7 @@ from kitlib import models, rundir, runtime
 from kitlib.audit import DEFAULT_FOLDS, AuditConfig, AuditResult, audit
 from kitlib.audit.dynamics import add_suspects, first_cycle_suspects
 from kitlib.augment import eval_transform, matching_tta
-from kitlib.data.dataset import TrainingData, prepare_for
+from kitlib.data.dataset import TrainingData, prepare_for, with_decisions
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.errors import KitError
 from kitlib.files import read_csv_strings, write_table
@@ -245,8 +245,8 @@ def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out
         if budget.left() < 10:
             raise KitError(f"--time-budget {config.time_budget:g} s leaves no time to train: give more seconds.")
     audited, decisions = _audit(prepared, config, run, budget, competition)
-    if decisions is not None:
-        prepared = prepare_for(competition, train, decisions=decisions)
+    if decisions is not None:  # the pixels stay decoded: large PNGs are not read again
+        prepared = with_decisions(prepared, competition, decisions)
     if config.time_budget:
         train = dataclasses.replace(train, time_budget=max(budget.left(), 5.0))
     if train.join_at is None:  # the final model sees every sample; its first cycle's hold-out score is the estimate

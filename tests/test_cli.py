@@ -101,3 +101,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
 def test_epochs_and_budget_are_alternatives(demo_root, tmp_path, capsys):
     assert main(["train", str(demo_root), "--out", str(tmp_path / "r"), "--epochs", "1", "--time-budget", "9"]) == 2
     assert "give epochs or time_budget, not both" in capsys.readouterr().err
+
+
+
+def test_a_progress_bar_written_to_a_file_redraws_every_30_s(monkeypatch):
+    import io
+
+    from kitlib.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    for stream, interval in ((io.StringIO(), 30.0), (Terminal(), 0.1)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with progress_bar(total=3, desc="work") as bar:
+            bar.update(3)
+        assert bar.mininterval == interval and "work: 100%" in stream.getvalue()

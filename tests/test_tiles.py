@@ -14,6 +14,7 @@ from PIL import Image
 from kitlib.__main__ import main
 from kitlib.data import images as image_files
 from kitlib.data import load_competition, prepare, prepare_for
+from kitlib.data.dataset import with_decisions
 from kitlib.data.masks import choose_masks
 from kitlib.data.tiles import TileSpec, aggregate, build_tiles, cut_image
 from kitlib.errors import KitError
@@ -172,6 +173,27 @@ def test_one_image_s_tiles_never_straddle_the_split(tmp_path):
     folds = prepare(comp, size=32, folds=3, fold=1, tiles=TileSpec(size=24), mask_mode="tiles", progress=False)
     assert set(folds.tiles.tile_sample[folds.tiles.tiles_of(folds.train_index)].tolist()).isdisjoint(
         folds.val_index.tolist())
+
+
+def test_decisions_applied_to_decoded_data_match_a_fresh_prepare(tmp_path):
+    comp = load_competition(slide_competition(tmp_path / "slides", per_class=(6, 6, 6, 6), test=0))
+    ids = list(comp.samples["sample_index"])
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(f"sample_index,action,new_label\n{ids[0]},drop,\n{ids[7]},relabel,\"{SLIDE_LABELS[3]}\"\n"
+                         f"{ids[20]},drop,\n")
+    options = dict(size=32, val_fraction=0.25, tiles=TileSpec(size=24), mask_mode="tiles", progress=False)
+    fresh = prepare(comp, decisions=decisions, **options)
+    kept = with_decisions(prepare(comp, **options), comp, decisions)
+    assert kept.ids == fresh.ids and len(kept.ids) == 22
+    assert kept.targets[6].item() == comp.classes.index(SLIDE_LABELS[3])
+    for name in ("images", "masks", "targets", "train_index", "val_index"):
+        assert torch.equal(getattr(kept, name), getattr(fresh, name)), name
+    a, b = kept.tiles, fresh.tiles
+    assert len(a) == len(b) and a.status == b.status and a.sources == b.sources
+    for name in ("piece_sample", "origins", "grid", "coverage"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert all(torch.equal(x, y) for x, y in zip(a.pieces, b.pieces))
+    assert torch.equal(a.cut(torch.arange(len(a))), b.cut(torch.arange(len(b))))
 
 
 # --------------------------------------------------------------------------------------------- end to end

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from kitlib import rundir
 from kitlib.audit.config import CHECK_COLUMNS, ISSUES, SUSPECT_COLUMNS, AuditConfig
@@ -53,6 +52,7 @@ from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.errors import KitError
 from kitlib.files import write_table
+from kitlib.progress import progress_bar
 from kitlib.train.loss import probability_losses
 
 SCORE_COLUMNS = ["blank", "shared_mask", "alien", "conflict", "duplicate", "mislabeled"]
@@ -269,7 +269,7 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
     if config.folds:
         probs, z, features = out_of_fold(data, config, out, deadline=deadline)
         np.savez_compressed(out / rundir.OOF, ids=np.array(data.ids), probs=probs, features=features)
-    with tqdm(total=2, desc="audit: scoring", disable=not config.train.progress) as bar:
+    with progress_bar(total=2, desc="audit: scoring", disable=not config.train.progress) as bar:
         scores = score_table(data, probs, z, config, has_mask=_has_mask(competition, data.ids))
         suspects = suspects_from(scores)
         bar.update(1)

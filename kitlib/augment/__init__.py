@@ -46,7 +46,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
-from tqdm.auto import tqdm
 
 from kitlib.augment.batch import Batch, apply_colour
 from kitlib.errors import KitError
@@ -54,6 +53,7 @@ from kitlib.figures import save_figure
 from kitlib.augment.ops import (ColorJitter, CutMix, Erase, Flip, GaussianNoise, Grayscale, MixUp,  # noqa: F401
                         PadCrop, PoissonNoise, ResizedCrop, Rotate)
 from kitlib.augment.policies import AugMix, AutoAugment, RandAugment, TrivialAugment  # noqa: F401 (re-exported)
+from kitlib.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -292,7 +292,7 @@ def image_stats(images_u8: torch.Tensor) -> tuple[tuple[float, float, float], tu
     n, _, h, w = images_u8.shape
     counts = torch.zeros(3, 256, dtype=torch.float64, device=images_u8.device)
     chunk = max(1, 2 ** 22 // (h * w))  # ~4 M pixels a step: a small uint8 copy, never a float one
-    for start in tqdm(range(0, n, chunk), desc="image stats", leave=False, disable=n * h * w < 2 ** 28):
+    for start in progress_bar(range(0, n, chunk), desc="image stats", leave=False, disable=n * h * w < 2 ** 28):
         part = images_u8[start:start + chunk].transpose(0, 1).reshape(3, -1)
         for c in range(3):
             counts[c] += torch.bincount(part[c], minlength=256).double()

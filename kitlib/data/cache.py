@@ -24,10 +24,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from kitlib.data.images import image_size, open_image, oriented_size, upright, upright_like
 from kitlib.errors import KitError
+from kitlib.progress import progress_bar
 from kitlib.runtime import cache_dir as default_cache_dir, cpu_count
 
 try:  # deprecated in torchvision 0.29 in favour of torchcodec; PIL decodes everything without it
@@ -262,7 +262,7 @@ def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) 
         np.lib.format.open_memmap(job["masks"], mode="w+", dtype=np.uint8, shape=(n, 1, h, w)).flush()
     started, errors = time.perf_counter(), []
     starts = range(0, n, CHUNK)
-    bar = tqdm(total=n, desc=f"decoding {n} images to {h}x{w}", unit="img", disable=not progress)
+    bar = progress_bar(total=n, desc=f"decoding {n} images to {h}x{w}", unit="img", disable=not progress)
     workers = min(workers, len(starts))
     try:
         if workers <= 1:

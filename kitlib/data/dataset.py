@@ -131,6 +131,28 @@ def apply_decisions(samples: pd.DataFrame, path: str | Path, classes: list[str])
     return kept
 
 
+def with_decisions(data: TrainingData, competition: Competition, decisions: str | Path) -> TrainingData:
+    """`data` after a decisions.csv or suspects.csv (apply_decisions), without decoding again: the kept rows of
+    its pixels, masks and tiles, relabelled targets, each kept sample on its side of the split (as `prepare`
+    with `decisions` would give). `data` must be `competition`'s samples as prepared without decisions
+    (ValueError otherwise)."""
+    if data.ids != list(competition.samples["sample_index"]):
+        raise ValueError("with_decisions needs the TrainingData of the competition's samples, prepared without "
+                         "decisions")
+    kept = apply_decisions(competition.samples, decisions, competition.classes)
+    position = {sample: i for i, sample in enumerate(data.ids)}
+    rows = torch.tensor([position[s] for s in kept["sample_index"]], dtype=torch.int64)
+    is_val = torch.zeros(len(data.ids), dtype=torch.bool)
+    is_val[data.val_index] = True
+    is_val = is_val[rows]
+    index = {name: i for i, name in enumerate(data.classes)}
+    return replace(data, ids=list(kept["sample_index"]), images=data.images[rows],
+                   masks=None if data.masks is None else data.masks[rows],
+                   targets=torch.from_numpy(kept["label"].map(index).to_numpy(dtype=np.int64, copy=True)),
+                   train_index=torch.nonzero(~is_val).flatten(), val_index=torch.nonzero(is_val).flatten(),
+                   tiles=None if data.tiles is None else data.tiles.subset(rows))
+
+
 def prepare(competition: Competition, *, size: int | tuple[int, int] | None = None, fit: str = "squash",
             val_fraction: float = 0.2, folds: int | None = None, fold: int = 0, seed: int = 0,
             group_column: str | None = None, decisions: str | Path | None = None,

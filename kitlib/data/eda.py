@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from kitlib.data.cache import decode_table  # noqa: E402
 from kitlib.data.dataset import AUTO_DECODE_CAP  # noqa: E402
@@ -20,6 +19,7 @@ from kitlib.data.images import image_size, open_image, upright, upright_like  # 
 from kitlib.data.layouts import Competition  # noqa: E402
 from kitlib.data.masks import choose_masks  # noqa: E402
 from kitlib.data.tiles import TileSpec, build_tiles  # noqa: E402
+from kitlib.progress import progress_bar  # noqa: E402
 from kitlib.runtime import pick_device  # noqa: E402
 from kitlib.figures import save_figure, shorten  # noqa: E402
 
@@ -77,8 +77,8 @@ def plot_samples(competition: Competition, images: np.ndarray, masks: np.ndarray
 def _sizes(table: pd.DataFrame, progress: bool = True) -> np.ndarray:
     """(N, 2) width, height of each image as displayed (EXIF orientation applied), read from file headers only."""
     sizes = []
-    for path in tqdm(table["image"], desc="reading image sizes", unit="img", leave=False,
-                     disable=not progress):
+    for path in progress_bar(table["image"], desc="reading image sizes", unit="img", leave=False,
+                             disable=not progress):
         sizes.append(image_size(path))
     return np.array(sizes)
 

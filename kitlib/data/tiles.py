@@ -40,11 +40,11 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from kitlib.data.cache import files_key, to_mask, to_rgb, total_ram
 from kitlib.data.images import open_image, oriented_size, upright, upright_like
 from kitlib.errors import KitError
+from kitlib.progress import progress_bar
 from kitlib.runtime import cache_dir, cpu_count
 
 MODES = ("tiles", "crop")
@@ -432,6 +432,22 @@ class Tiles:
             out[i] = self.pieces[piece][y:y + t, x:x + t]
         return out.permute(0, 3, 1, 2)
 
+    def subset(self, samples: torch.Tensor) -> Tiles:
+        """The tiles of the images `samples` ((N',) int64, ascending), renumbered 0..N'-1 in that order."""
+        samples = torch.as_tensor(samples, dtype=torch.int64)
+        image = torch.full((len(self.status),), -1, dtype=torch.int64)
+        image[samples] = torch.arange(len(samples))
+        kept = torch.nonzero(image[self.piece_sample] >= 0).flatten()
+        piece = torch.full((len(self.pieces),), -1, dtype=torch.int64)
+        piece[kept] = torch.arange(len(kept))
+        rows = torch.nonzero(piece[self.grid[:, 0]] >= 0).flatten()
+        grid = self.grid[rows].clone()
+        grid[:, 0] = piece[grid[:, 0]]
+        order = samples.tolist()
+        return Tiles(self.spec, [self.pieces[q] for q in kept.tolist()], image[self.piece_sample[kept]],
+                     self.origins[kept], grid, self.coverage[rows], [self.positions[q] for q in kept.tolist()],
+                     [self.status[i] for i in order], [self.sources[i] for i in order])
+
     def fallbacks(self) -> list[tuple[str, str]]:
         """(image file, status) of the images that fell back to their whole area."""
         return [(src, s) for src, s in zip(self.sources, self.status) if s != "mask"]
@@ -472,8 +488,8 @@ def build_tiles(images: Sequence[str | Path], masks: Sequence[str | Path | None]
 def _cut_all(images, masks, spec, todo, workers, progress) -> None:
     job = {"images": images, "masks": masks, "spec": spec}
     errors = []
-    bar = tqdm(total=len(todo), desc=f"cutting {spec.size} px {spec.mode} from {len(todo)} images", unit="img",
-               disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"cutting {spec.size} px {spec.mode} from {len(todo)} images",
+                       unit="img", disable=not progress)
     try:
         if workers <= 1 or len(todo) < 4:
             _init_worker(job)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 import kitlib
 from kitlib import checkpoint, rundir
@@ -32,6 +31,7 @@ from kitlib.data.layouts import Competition, load_competition
 from kitlib.errors import KitError
 from kitlib.models.infer import TTA_MODES, probabilities, tta_views, view_count  # noqa: F401 (TTA_MODES: API)
 from kitlib.predict.submission import WrittenSubmission, write_submission
+from kitlib.progress import progress_bar
 from kitlib.rundir import Normalization
 from kitlib.runtime import pick_device, pick_precision
 
@@ -202,8 +202,8 @@ def predict_probs(runs: Sequence[Run], images: pd.DataFrame | torch.Tensor, *, t
     n = len(images)
     keys = sorted({run.input_key() for run in runs}, key=str)  # decode each kind of input once, then free it
     probs: dict[int, torch.Tensor] = {}
-    bar = tqdm(total=n * len(runs), unit="img", disable=not progress,
-               desc=f"predict: {len(runs)} model(s) x {view_count(views)} view(s)")
+    bar = progress_bar(total=n * len(runs), unit="img", disable=not progress,
+                       desc=f"predict: {len(runs)} model(s) x {view_count(views)} view(s)")
     for key in keys:
         inputs = _inputs(key, images, progress)
         for i, run in enumerate(runs):

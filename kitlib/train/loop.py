@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from kitlib import checkpoint, logbook, metrics, rundir, runtime
 from kitlib.augment import ADAPTIVE, mask_channel
 from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.tiles import aggregate
 from kitlib.models.infer import probabilities
+from kitlib.progress import progress_bar
 from kitlib.train import distributed
 from kitlib.train.config import TrainConfig
 from kitlib.train.loss import probability_losses, sample_losses
@@ -84,8 +84,8 @@ def run_epoch(trainer: Trainer, state: State) -> bool:
     order = batch_order(t, state.epoch, state.joined)
     size = config.batch_size // t.ctx.world
     batches = math.ceil(len(order) / size)
-    bar = tqdm(total=batches, initial=state.batch, desc=f"epoch {state.epoch + 1}", unit="batch",
-               disable=not (config.progress and t.ctx.is_main), leave=False)
+    bar = progress_bar(total=batches, initial=state.batch, desc=f"epoch {state.epoch + 1}", unit="batch",
+                       disable=not (config.progress and t.ctx.is_main), leave=False)
     t.net.train()
     stop, started, seen = False, time.perf_counter(), 0
     for i in range(state.batch, batches):
@@ -98,9 +98,9 @@ def run_epoch(trainer: Trainer, state: State) -> bool:
         rows = order[i * size:(i + 1) * size]
         state.losses.append(train_step(t, state, rows, progress))
         state.step, state.batch, seen = state.step + 1, i + 1, seen + len(rows)
-        bar.update()
-        bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.3f}", lr=f"{lr:.2g}",
+        bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.3f}", lr=f"{lr:.2g}", refresh=False,  # update() draws
                         img_s=f"{seen * t.ctx.world / (time.perf_counter() - started):.0f}")
+        bar.update()
         if time.perf_counter() - t.last_save > 60 * config.checkpoint_minutes and i + 1 < batches:
             save_last(t, state)
         stop = t.ctx.any(t.clock.out_of_time())  # every process stops at the same batch

@@ -17,11 +17,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from kitlib import runtime  # noqa: E402
 from kitlib.data.dataset import TrainingData  # noqa: E402
 from kitlib.figures import save_figure  # noqa: E402
+from kitlib.progress import progress_bar  # noqa: E402
 from kitlib.train import distributed  # noqa: E402
 from kitlib.train.config import TrainConfig  # noqa: E402
 from kitlib.train.loop import train_step  # noqa: E402
@@ -52,7 +52,7 @@ def lr_find(data: TrainingData, config: TrainConfig = TrainConfig(), *, start: f
     t.net.train()
     order = batch_order(t, 0)  # training samples, or their tiles
     size = t.config.batch_size
-    for i in tqdm(range(steps), desc="lr_find", disable=not config.progress):
+    for i in progress_bar(range(steps), desc="lr_find", disable=not config.progress):
         lr = start * (end / start) ** (i / max(steps - 1, 1))
         for group in t.optimizer.param_groups:
             group["lr"] = lr * group["base_lr"] / t.config.lr  # keeps layer-wise ratios
