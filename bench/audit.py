@@ -282,12 +282,13 @@ def _row(name: str, counts: tuple[int, int, int] | None) -> list[str]:
     return [name, f"{flagged} ({right} right)", f"{p:.2f}", f"{r:.2f}", f"{2 * p * r / max(p + r, 1e-12):.2f}"]
 
 
-def rehearsal(budgets: list[float], per_class: int, keep: Path | None, modes: list[str], rounds: int = 1) -> None:
+def rehearsal(budgets: list[float], per_class: int, keep: Path | None, modes: list[str], rounds: int = 1,
+              first_seed: int = 0) -> None:
     """Build the rehearsal, run `all` with and without the audit at each budget, print the tables.
 
-    With `rounds` > 1 the runs repeat with seeds 0, 1, ... (split, augmentation, weights), interleaved
-    (for each round: each budget, each mode), and each mode's difference to the first is summarised by its
-    median over the rounds; the per-kind tables are those of round 0."""
+    With `rounds` > 1 the runs repeat with the seeds first_seed, first_seed + 1, ... (split, augmentation,
+    weights), interleaved (for each round: each budget, each mode), and each mode's difference to the first
+    is summarised by its median over the rounds; the per-kind tables are those of the first round."""
     with tempfile.TemporaryDirectory() as tmp:
         root = keep or Path(tmp)
         comp = build(root, per_class)
@@ -295,10 +296,10 @@ def rehearsal(budgets: list[float], per_class: int, keep: Path | None, modes: li
         print(f"rehearsal: {len(pd.read_csv(comp / 'train_labels.csv'))} training images, planted: "
               + ", ".join(f"{k} {v}" for k, v in planted["defect"].value_counts().items()), flush=True)
         f1s = {}  # (budget, mode) -> test macro-F1 of each round
-        for seed in range(rounds):
+        for seed in range(first_seed, first_seed + rounds):
             for budget in budgets:
                 for audit in modes:
-                    run = root / (f"{audit}{budget:.0f}" + (f"-seed{seed}" if seed else ""))
+                    run = root / (f"{audit}{budget:.0f}" + (f"-seed{seed}" if seed != first_seed else ""))
                     f1 = run_all(comp, run, budget, audit, seed)
                     f1s.setdefault((budget, audit), []).append(f1)
                     print(f"all --time-budget {budget:.0f} --audit {audit} --seed {seed}: test macro-F1 {f1:.1f}",
@@ -337,13 +338,14 @@ def main() -> None:
     rehearse.add_argument("--keep", type=Path, help="build and run in this folder (kept) instead of a temporary one")
     rehearse.add_argument("--modes", nargs="+", default=["none", "auto"], choices=["none", "auto", "quick", "full"],
                           help="--audit modes of `all` to compare")
-    rehearse.add_argument("--rounds", type=int, default=1, help="repeat every run with seeds 0, 1, ..., interleaved")
+    rehearse.add_argument("--rounds", type=int, default=1, help="repeat every run with the next seeds, interleaved")
+    rehearse.add_argument("--first-seed", type=int, default=0, help="`all --seed` of the first round")
     args = parser.parse_args()
     print(machine())
     if args.command == "labels":
         labels_benchmark()
     else:
-        rehearsal(args.budgets, args.per_class, args.keep, args.modes, args.rounds)
+        rehearsal(args.budgets, args.per_class, args.keep, args.modes, args.rounds, args.first_seed)
 
 
 if __name__ == "__main__":
