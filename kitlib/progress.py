@@ -3,8 +3,9 @@
     for batch in progress_bar(batches, desc="epoch 1", unit="batch"):   # as tqdm(...)
 
 In a terminal or a notebook a bar redraws ten times a second, as tqdm's do. Written to a file (`python -m
-kitlib all ... > run.log 2>&1`, a Kaggle commit, a CI log) every redraw is a new line of text: there it
-redraws at most every LOG_INTERVAL seconds (tqdm's mininterval), and once more when it closes.
+kitlib all ... > run.log 2>&1`, a Kaggle commit, a CI log) every redraw is more text in the log: there a
+bar first shows after LOG_INTERVAL seconds (tqdm's delay), then redraws at most every LOG_INTERVAL seconds
+(its mininterval); a shorter task leaves no bar in the log, only the kit's own summary line.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ LOG_INTERVAL = 30.0
 
 
 def progress_bar(*args, **kwargs) -> tqdm:
-    """tqdm.auto.tqdm(*args, **kwargs), with mininterval=LOG_INTERVAL unless shown (a terminal, a notebook)."""
+    """tqdm.auto.tqdm(*args, **kwargs); unless shown (a terminal, a notebook), delay and mininterval LOG_INTERVAL."""
     if not shown():
+        kwargs.setdefault("delay", LOG_INTERVAL)
         kwargs.setdefault("mininterval", LOG_INTERVAL)
     return tqdm(*args, **kwargs)
 

@@ -104,7 +104,7 @@ def test_epochs_and_budget_are_alternatives(demo_root, tmp_path, capsys):
 
 
 
-def test_a_progress_bar_written_to_a_file_redraws_every_30_s(monkeypatch):
+def test_a_progress_bar_written_to_a_file_shows_after_30_s_and_redraws_every_30_s(monkeypatch):
     import io
 
     from kitlib.progress import progress_bar
@@ -114,8 +114,9 @@ def test_a_progress_bar_written_to_a_file_redraws_every_30_s(monkeypatch):
             return True
 
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
-    for stream, interval in ((io.StringIO(), 30.0), (Terminal(), 0.1)):
+    for stream, interval, delay, shown in ((io.StringIO(), 30.0, 30.0, ""), (Terminal(), 0.1, 0.0, "work: 100%")):
         monkeypatch.setattr(sys, "stderr", stream)
         with progress_bar(total=3, desc="work") as bar:
             bar.update(3)
-        assert bar.mininterval == interval and "work: 100%" in stream.getvalue()
+        assert (bar.mininterval, bar.delay) == (interval, delay)
+        assert shown in stream.getvalue() and ("work" in stream.getvalue()) == bool(shown)  # a short task: no bar in a log

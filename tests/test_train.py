@@ -328,4 +328,4 @@ def test_prepare_for_decodes_large_images_at_the_capped_size(tmp_path, capsys):
         noise_png(image, (256, 192))  # (w, h)
     data = prepare_for(root, TrainConfig(device="cpu", progress=False))
     assert tuple(data.images.shape) == (8, 3, 48, 64)
-    assert "decoding at 64x48 px (most images are 256x192)" in capsys.readouterr().out
+    assert "decoding at 64x48 px (the most common size is 256x192)" in capsys.readouterr().out

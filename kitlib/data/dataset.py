@@ -249,7 +249,7 @@ def prepare_for(competition: Competition | str | Path, config, *, decisions: str
         print(f"masks: {mode}: {reason}")
     size = config.decode_size or decode_size(config, common, device_type)
     if not config.decode_size and size != common:
-        print(f"decoding at {size[1]}x{size[0]} px (most images are {common[1]}x{common[0]})"
+        print(f"decoding at {size[1]}x{size[0]} px (the most common size is {common[1]}x{common[0]})"
               + (" for the audit and the figures; the model sees the tiles" if mode in ("tiles", "crop") else "")
               + "; set decode_size (--decode-size) to choose")
     if not split:
