@@ -162,7 +162,7 @@ def _inputs(key: tuple, images: pd.DataFrame | torch.Tensor, progress: bool):
         if channel:
             raise KitError("a model that sees the mask predicts from image and mask files: pass the table.")
         return images
-    masks = list(images["mask"]) if channel and "mask" in images else None
+    masks = list(images["mask"]) if "mask" in images else None  # as decode_table: the audit's decoding is reused
     decoded = cache.decode(list(images["image"]), size=size, fit=fit, mask_paths=masks, progress=progress)
     if not channel:
         return decoded.images
