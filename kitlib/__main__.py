@@ -132,8 +132,10 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
                         "see kitlib.models.names()")
     parser.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
     parser.add_argument("--weights", help="local pretrained weights file (offline, e.g. a Kaggle dataset)")
-    parser.add_argument("--size", type=int, help="model input size in px")
-    parser.add_argument("--decode-size", type=int, help="size the images are decoded to and held in memory")
+    parser.add_argument("--size", type=int, help="model input size in px (default: the decode size, or the pretrained weights' size)")
+    parser.add_argument("--decode-size", type=int, help="size the images are decoded to and held in memory "
+                        "(default: their most common size, its longer side at most the model's input: 64 px on a "
+                        "CPU, 128 on a GPU, or the pretrained weights' size)")
     parser.add_argument("--batch-size", type=int,
                         help="images per optimizer step (default: 16-128, from the data set's size)")
     parser.add_argument("--lr", type=float, help="peak learning rate")
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m kitlib",
         description="The image-classification competition kit. The one command to start with: "
                     "python -m kitlib all DATA --out RUN --time-budget SECONDS (audit, train, predict a submission); "
+                    "try it on the demo: python -m kitlib all demo --out runs/demo --time-budget 180. "
                     "'python -m kitlib COMMAND --help' describes each command.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -258,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="full: K fold models score every sample (a quarter of the training time); quick: "
                             "no models (seconds); both drop blank, shared-mask, alien, duplicate and conflicting "
                             "images, the full audit also its mislabeled suspects (RUN/dropped.csv); report: the quick "
-                            "audit, nothing dropped; none: no audit; auto (default): quick with --time-budget (on a "
-                            "CPU, fold models trained inside a budget measured too weak to pay for their time), full "
-                            "without one")
+                            "audit, nothing dropped; none: no audit; auto (default): quick with --time-budget, full "
+                            "without one (fold models trained inside a budget were too weak to be worth their "
+                            "time, measured on a CPU)")
     everything.add_argument("--audit-folds", type=int, default=DEFAULT_FOLDS, metavar="K",
                             help="fold models of a full audit")
     everything.set_defaults(run=cmd_all)
