@@ -132,7 +132,8 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
                         "see kitlib.models.names()")
     parser.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
     parser.add_argument("--weights", help="local pretrained weights file (offline, e.g. a Kaggle dataset)")
-    parser.add_argument("--size", type=int, help="model input size in px (default: the decode size, or the pretrained weights' size)")
+    parser.add_argument("--size", type=int,
+                        help="model input size in px (default: the decode size, or the pretrained weights' size)")
     parser.add_argument("--decode-size", type=int, help="size the images are decoded to and held in memory "
                         "(default: their most common size, its longer side at most the model's input: 64 px on a "
                         "CPU, 128 on a GPU, or the pretrained weights' size)")

@@ -15,7 +15,7 @@ import sys
 from tqdm.auto import tqdm
 
 LOG_INTERVAL = 30.0
-"""Seconds between a bar's redraws when it goes to a file."""
+"""Seconds before a bar first shows, and between its redraws, when it goes to a file."""
 
 
 def progress_bar(*args, **kwargs) -> tqdm:

@@ -119,4 +119,5 @@ def test_a_progress_bar_written_to_a_file_shows_after_30_s_and_redraws_every_30_
         with progress_bar(total=3, desc="work") as bar:
             bar.update(3)
         assert (bar.mininterval, bar.delay) == (interval, delay)
-        assert shown in stream.getvalue() and ("work" in stream.getvalue()) == bool(shown)  # a short task: no bar in a log
+        # in a log, a task shorter than 30 s leaves no bar
+        assert shown in stream.getvalue() and ("work" in stream.getvalue()) == bool(shown)

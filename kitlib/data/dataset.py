@@ -136,21 +136,31 @@ def with_decisions(data: TrainingData, competition: Competition, decisions: str 
     its pixels, masks and tiles, relabelled targets, each kept sample on its side of the split (as `prepare`
     with `decisions` would give). `data` must be `competition`'s samples as prepared without decisions
     (ValueError otherwise)."""
-    if data.ids != list(competition.samples["sample_index"]):
+    samples = competition.samples
+    if data.ids != list(samples["sample_index"]):
         raise ValueError("with_decisions needs the TrainingData of the competition's samples, prepared without "
                          "decisions")
-    kept = apply_decisions(competition.samples, decisions, competition.classes)
-    position = {sample: i for i, sample in enumerate(data.ids)}
-    rows = torch.tensor([position[s] for s in kept["sample_index"]], dtype=torch.int64)
-    is_val = torch.zeros(len(data.ids), dtype=torch.bool)
-    is_val[data.val_index] = True
-    is_val = is_val[rows]
-    index = {name: i for i, name in enumerate(data.classes)}
+    kept = apply_decisions(samples, decisions, competition.classes)
+    keep = samples["sample_index"].isin(kept["sample_index"]).to_numpy()
+    rows = torch.from_numpy(np.flatnonzero(keep))
+    is_val = np.zeros(len(keep), dtype=bool)
+    is_val[data.val_index.numpy()] = True
     return replace(data, ids=list(kept["sample_index"]), images=data.images[rows],
                    masks=None if data.masks is None else data.masks[rows],
-                   targets=torch.from_numpy(kept["label"].map(index).to_numpy(dtype=np.int64, copy=True)),
-                   train_index=torch.nonzero(~is_val).flatten(), val_index=torch.nonzero(is_val).flatten(),
+                   targets=torch.from_numpy(_targets(kept, competition.classes)), **_index_lists(is_val[keep]),
                    tiles=None if data.tiles is None else data.tiles.subset(rows))
+
+
+def _targets(samples: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """(N,) int64: each sample's label as a position in `classes`."""
+    index = {name: i for i, name in enumerate(classes)}
+    return samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
+
+
+def _index_lists(is_val: np.ndarray) -> dict[str, torch.Tensor]:
+    """TrainingData's train_index and val_index from a boolean validation mask."""
+    return {"train_index": torch.from_numpy(np.flatnonzero(~is_val)),
+            "val_index": torch.from_numpy(np.flatnonzero(is_val))}
 
 
 def prepare(competition: Competition, *, size: int | tuple[int, int] | None = None, fit: str = "squash",
@@ -169,8 +179,7 @@ def prepare(competition: Competition, *, size: int | tuple[int, int] | None = No
     if group_column is not None and group_column not in samples.columns:
         raise KitError(f"group_column {group_column!r} is not a column of the labels; found "
                        f"{', '.join(samples.columns)}.")
-    index = {name: i for i, name in enumerate(competition.classes)}
-    targets = samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
+    targets = _targets(samples, competition.classes)
     groups = samples[group_column].to_numpy() if group_column else None
     # split before the decisions: dropping suspects removes them from their side of the split but
     # moves no other sample, so runs with and without decisions validate on the same samples
@@ -179,13 +188,12 @@ def prepare(competition: Competition, *, size: int | tuple[int, int] | None = No
         kept = apply_decisions(samples, decisions, competition.classes)
         is_val = is_val[samples["sample_index"].isin(kept["sample_index"]).to_numpy()]
         samples = kept
-        targets = samples["label"].map(index).to_numpy(dtype=np.int64, copy=True)
+        targets = _targets(samples, competition.classes)
     decoded = decode_table(samples, size=size, fit=fit, progress=progress)
     cut = None if tiles is None else build_tiles(samples["image"], samples["mask"], tiles, progress=progress)
     return TrainingData(
         classes=list(competition.classes), ids=list(samples["sample_index"]),
-        images=decoded.images, masks=decoded.masks, targets=torch.from_numpy(targets),
-        train_index=torch.from_numpy(np.flatnonzero(~is_val)), val_index=torch.from_numpy(np.flatnonzero(is_val)),
+        images=decoded.images, masks=decoded.masks, targets=torch.from_numpy(targets), **_index_lists(is_val),
         fit=fit, tiles=cut, mask_mode=mask_mode, mask_reason=mask_reason)
 
 
