@@ -191,9 +191,10 @@ def test_first_cycle_evidence_names_the_flipped_labels(tmp_path):
     assert first_cycle_suspects(tmp_path / "elsewhere").empty  # no evidence written: nothing to say
 
 
-def test_trained_on_samples_far_below_their_class_margin_are_not_fit():
-    """not_fit: negative margins over 2 robust standard deviations below the class's median; rare classes never."""
-    from kitlib.audit.dynamics import not_fit
+def test_samples_far_below_their_class_margin_are_listed():
+    """low_margins: over 2 robust standard deviations below the class's median margin and below `below` (0 by
+    default; higher for a net that memorized, whose flips keep a positive margin); rare classes never."""
+    from kitlib.audit.dynamics import low_margins
 
     true = np.array([0, 1, 2, 3] * 25 + [3, 3])
     margins = 2.0 + 0.1 * ((np.arange(102) // 4) % 5 - 2)  # 1.8 .. 2.2 in each class: median 2, MAD 0.1
@@ -202,17 +203,48 @@ def test_trained_on_samples_far_below_their_class_margin_are_not_fit():
     given = true.copy()
     flips = [7, 30, 53, 96]
     given[flips] = (true[flips] + 1) % 4
-    margins[flips] = -1.0  # the net preferred another class, on average over the cycle
+    margins[flips] = [-1.0, -1.0, 0.2, 1.6]  # two the net did not fit, two it memorized (z = -18 and -2.7)
     given[[100, 101]] = [4, 4]  # a class of 2 samples, which the net has not fit either
     margins[[100, 101]] = -1.0
     margins[8] = 1.75  # low, but within 2 robust standard deviations (z = -1.7)
-    margins[9] = 0.2  # far below its class, but fit: the given label came first on average
-    flagged, score, suggested = not_fit(margins, probs, given)
+    assert np.flatnonzero(low_margins(margins, probs, given)[0]).tolist() == [7, 30]  # the two below 0
+    flagged, score, suggested = low_margins(margins, probs, given, below=1.7)
     assert np.flatnonzero(flagged).tolist() == flips
     assert score[flips].tolist() == pytest.approx([0.96] * 4)  # 24 of its class's 25 have a larger margin
-    assert score[[8, 9]].tolist() == pytest.approx([0.92, 0.92]) and score[[100, 101]].tolist() == [0.0, 0.0]
+    assert score[8] == pytest.approx(0.92) and score[[100, 101]].tolist() == [0.0, 0.0]
     assert suggested[flips].tolist() == true[flips].tolist()
-    assert not not_fit(np.full(102, 0.5), probs, given)[0].any()  # margins that do not spread: nothing
+    assert not low_margins(np.full(102, 0.5), probs, given, below=1.0)[0].any()  # margins that do not spread
+
+
+def test_a_memorized_flip_is_listed_as_far_as_the_held_out_error_reaches(tmp_path):
+    """first_cycle_suspects: every trained-on margin positive (memorized); 4 flips at 0.8 against clean 1.8-2.2.
+    A net that gets every held-out sample right lists none of them; with 2 of its 20 held-out samples wrong,
+    the lowest 10 % of trained-on margins may be listed."""
+    from kitlib import rundir
+    from kitlib.audit.dynamics import first_cycle_suspects
+
+    given = np.array([0, 1, 2, 3] * 30)
+    margins = 2.0 + 0.1 * ((np.arange(120) // 4) % 5 - 2)
+    flips = [9, 38, 71, 84]
+    margins[flips] = 0.8
+    probs = np.full((120, 4), 0.1, dtype=np.float32)
+    probs[np.arange(120), given] = 0.6 + 0.05 * (np.arange(120) % 5)  # 0.6 .. 0.8: held-out margins spread
+    held = np.arange(120) >= 100
+    margins[held] = np.nan
+    ids = [f"s{i:03d}" for i in range(120)]
+    rundir.write_label_evidence(tmp_path, rundir.LabelEvidence(ids, given, list("abcd"), probs, held, margins))
+    assert first_cycle_suspects(tmp_path).empty  # every held-out sample right: no memorized one is listed
+    wrong = [101, 110]
+    probs[wrong] = probs[wrong][:, [1, 2, 3, 0]]  # the net ranks the class before first
+    rundir.write_label_evidence(tmp_path, rundir.LabelEvidence(ids, given, list("abcd"), probs, held, margins))
+    assert sorted(first_cycle_suspects(tmp_path)["sample_index"]) == [ids[i] for i in flips + wrong]
+
+
+def test_probability_margins_are_log_ratios_of_the_given_label_to_the_best_other():
+    from kitlib.audit.dynamics import probability_margins
+
+    probs = np.array([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]])
+    assert probability_margins(probs, np.array([0, 0])).tolist() == pytest.approx([np.log(2), np.log(1 / 7)], abs=1e-5)
 
 
 def test_audit_rejects_too_few_folds(demo_root):

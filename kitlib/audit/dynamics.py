@@ -8,18 +8,23 @@ closer look at memorization in deep networks"); averaged over training, the marg
 label (its logit minus the largest other) separates the two: the area under the margin (Pleiss et al.,
 NeurIPS 2020). The training loop keeps, free, each sample's training probabilities and margins through
 the first cycle, and the held-out samples' validation probabilities over its second half
-(TrainConfig.label_evidence). The two groups are read apart, as they are calibrated differently:
-- held out: honest, out-of-fold-like probabilities, read by the kit's confident learning
-  (kitlib.audit.labels.label_issues, measured on the confident-learning benchmark);
-- trained on: a sample the net did not fit has a negative area under the margin (on average the net
-  ranked another class first) that also lies far below its class's: NOT_FIT_Z robust standard
-  deviations (median and MAD of the class). Both parts are needed, as the margins' level moves with the
-  budget: on the audit rehearsal (README: Results) a 300 s run left 882 of its 2,251 samples with a
-  negative margin (the relative part picks 118, 75 of them among the 144 flipped labels), a 1,200 s run
-  50 (40 flipped); on the clean slide demo no margin is negative, while the relative part alone would
-  list 13 of its 250 samples. Cleanlab's filters, given the mean training probabilities, flag none at
-  1,200 s: a net that has trained on a sample is rarely confident of another class for it.
-The quick audit sees no labels; this check costs `all` nothing but a few sums per batch.
+(TrainConfig.label_evidence). Both groups are read by one rule, each sample against its own class: it
+is listed when its margin lies MARGIN_Z robust standard deviations (median and MAD of its class) below
+its class's median, and is low in absolute terms too:
+- held out: its margin is that of its mean validation probabilities (log of the given label's minus log
+  of the largest other's), and it must be negative: the net, which never trained on it, ranks another
+  class first;
+- trained on: its area under the margin must be among the lowest of the trained-on samples, as many as
+  the share e of held-out samples the net gets wrong (the quantile e of their margins, or 0 if higher).
+  A net that trained on a sample fits it, and over a long cycle memorizes a wrong label: that lifts the
+  margins but keeps their order, while e, measured on samples it never trained on, stays honest.
+On the audit rehearsal (README: Results) a 1,200 s run on a bf16 CPU (590 epochs in the first cycle)
+left no trained-on sample with a negative area under the margin: the net had memorized every flipped
+label within the first tenth of the cycle. The rule it replaced asked for a negative margin (and held
+out samples went through the kit's confident learning): mislabeled F1 0.19 there, now 0.48, and at 300 s
+0.49 to 0.52 (before 0.48 to 0.51); on the digits demo 50 listed, 30 of its 30 flips among them (before 37, 29 right);
+on the clean slide demo none. The quick audit sees no labels; this check costs `all` nothing but a few
+sums per batch.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ import pandas as pd
 
 from kitlib import rundir
 from kitlib.audit.config import ISSUES, SUSPECT_COLUMNS
-from kitlib.audit.labels import RARE_CLASS, label_issues, rare_samples
+from kitlib.audit.labels import RARE_CLASS, rare_samples
 from kitlib.files import read_csv_strings, write_table
 
-NOT_FIT_Z = 2.0
-"""A trained-on sample is not fit when its area under the margin is this many robust standard deviations
-(1.4826 x the median absolute deviation) below its class's median."""
+MARGIN_Z = 2.0
+"""A sample is listed when its margin is this many robust standard deviations (1.4826 x the median
+absolute deviation) below its class's median."""
 
 
 def first_cycle_suspects(run: str | Path, max_share: float = 0.1) -> pd.DataFrame:
@@ -46,15 +51,20 @@ def first_cycle_suspects(run: str | Path, max_share: float = 0.1) -> pd.DataFram
     evidence = rundir.read_label_evidence(run)
     if evidence is None:
         return pd.DataFrame(columns=SUSPECT_COLUMNS)
+    held, trained = evidence.held_out, ~evidence.held_out
+    held_margins = probability_margins(evidence.probs[held], evidence.targets[held])
+    # a held-out sample must be misclassified; a trained-on one among the lowest margins, as many as the
+    # share of held-out samples the net gets wrong (its honest error: memorizing lifts the margins, keeps their order)
+    error = float(np.mean(held_margins < 0)) if held.any() else 0.0
+    memorized = max(0.0, float(np.quantile(evidence.margins[trained], error))) if trained.any() else 0.0
     rows = []
-    for held_out in (True, False):
-        part = np.flatnonzero(evidence.held_out == held_out)
+    for part, margins, below in ((np.flatnonzero(held), held_margins, 0.0),
+                                 (np.flatnonzero(trained), evidence.margins[trained], memorized)):
         targets = evidence.targets[part]
         if len(part) == 0 or np.bincount(targets).max() < RARE_CLASS:
             continue
         probs = evidence.probs[part]
-        flagged, score, suggested = (label_issues(probs, targets) if held_out
-                                     else not_fit(evidence.margins[part], probs, targets))
+        flagged, score, suggested = low_margins(margins, probs, targets, below)
         ranked = np.flatnonzero(flagged)[np.argsort(-score[flagged], kind="stable")]
         for r in ranked[:math.floor(max_share * len(part))]:
             rows.append([evidence.ids[part[r]], "mislabeled", round(float(score[r]), 4),
@@ -63,12 +73,19 @@ def first_cycle_suspects(run: str | Path, max_share: float = 0.1) -> pd.DataFram
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def not_fit(margins: np.ndarray, probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """((N,) flagged, (N,) score in [0, 1], (N,) suggested class) of trained-on samples, from their (N,) mean
-    training margins and (N, K) mean training probabilities: flagged when the margin is negative (on average
-    the net ranked another class first) and NOT_FIT_Z robust standard deviations below the median of its
-    class; the score is the share of its class with a larger margin; the suggestion the most probable other
-    class. Classes with fewer than RARE_CLASS samples, or whose margins do not spread, are never flagged."""
+def probability_margins(probs: np.ndarray, targets: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """(N,) log-probability margins: log p(given label) - log of the largest other class's p, from (N, K)
+    probabilities and (N,) given labels; the logit margin of a softmax, for probabilities averaged over epochs."""
+    given = probs[np.arange(len(targets)), targets]
+    return np.log(given + eps) - np.log(_others(probs, targets).max(axis=1) + eps)
+
+
+def low_margins(margins: np.ndarray, probs: np.ndarray, targets: np.ndarray,
+                below: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """((N,) flagged, (N,) score in [0, 1], (N,) suggested class) from (N,) margins of the given labels and
+    (N, K) probabilities: flagged when the margin is MARGIN_Z robust standard deviations below the median of
+    its class and below `below` (0: the net ranked another class first); the score is the share of its class with a larger margin; the suggestion the most probable
+    other class. Classes with fewer than RARE_CLASS samples, or whose margins do not spread, are never flagged."""
     n = len(targets)
     z, score = np.zeros(n), np.zeros(n)
     for k in np.unique(targets):
@@ -79,10 +96,15 @@ def not_fit(margins: np.ndarray, probs: np.ndarray, targets: np.ndarray) -> tupl
             z[members] = (margins[members] - centre) / spread
         ordered = np.sort(margins[members])
         score[members] = 1.0 - np.searchsorted(ordered, margins[members], side="right") / len(members)
-    flagged = (z < -NOT_FIT_Z) & (margins < 0) & ~rare_samples(targets, probs.shape[1])
+    flagged = (z < -MARGIN_Z) & (margins < below) & ~rare_samples(targets, probs.shape[1])
+    return flagged, score, _others(probs, targets).argmax(axis=1)
+
+
+def _others(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """A copy of (N, K) `probs` with each given label's entry set to -1: what the other classes offer."""
     others = probs.copy()
-    others[np.arange(n), targets] = -1.0
-    return flagged, score, others.argmax(axis=1)
+    others[np.arange(len(targets)), targets] = -1.0
+    return others
 
 
 def add_suspects(run: str | Path, found: pd.DataFrame) -> pd.DataFrame:
