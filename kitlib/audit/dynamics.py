@@ -21,10 +21,10 @@ its class's median, and is low in absolute terms too:
 On the audit rehearsal (README: Results) a 1,200 s run on a bf16 CPU (590 epochs in the first cycle)
 left no trained-on sample with a negative area under the margin: the net had memorized every flipped
 label within the first tenth of the cycle. The rule it replaced asked for a negative margin (and held
-out samples went through the kit's confident learning): mislabeled F1 0.19 there, now 0.48, and at 300 s
-0.49 to 0.52 (before 0.48 to 0.51); on the digits demo 50 listed, 30 of its 30 flips among them (before 37, 29 right);
-on the clean slide demo none. The quick audit sees no labels; this check costs `all` nothing but a few
-sums per batch.
+out samples went through the kit's confident learning): mislabeled F1 0.19 there, now 0.48, and at
+300 s 0.49 to 0.52 (before 0.48 to 0.51); on the digits demo 50 listed, all 30 flips among them (before
+37, 29 right); on the clean slide demo none. The quick audit sees no labels; this check costs `all`
+nothing but a few sums per batch.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def first_cycle_suspects(run: str | Path, max_share: float = 0.1) -> pd.DataFram
         return pd.DataFrame(columns=SUSPECT_COLUMNS)
     held, trained = evidence.held_out, ~evidence.held_out
     held_margins = probability_margins(evidence.probs[held], evidence.targets[held])
-    # a held-out sample must be misclassified; a trained-on one among the lowest margins, as many as the
-    # share of held-out samples the net gets wrong (its honest error: memorizing lifts the margins, keeps their order)
+    # a held-out sample must be misclassified; a trained-on one among the lowest margins, as many as the share
+    # of held-out samples the net gets wrong (its honest error; memorizing lifts the margins, keeps their order)
     error = float(np.mean(held_margins < 0)) if held.any() else 0.0
     memorized = max(0.0, float(np.quantile(evidence.margins[trained], error))) if trained.any() else 0.0
     rows = []
@@ -84,8 +84,9 @@ def low_margins(margins: np.ndarray, probs: np.ndarray, targets: np.ndarray,
                 below: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """((N,) flagged, (N,) score in [0, 1], (N,) suggested class) from (N,) margins of the given labels and
     (N, K) probabilities: flagged when the margin is MARGIN_Z robust standard deviations below the median of
-    its class and below `below` (0: the net ranked another class first); the score is the share of its class with a larger margin; the suggestion the most probable
-    other class. Classes with fewer than RARE_CLASS samples, or whose margins do not spread, are never flagged."""
+    its class and below `below` (0: the net ranked another class first); the score is the share of its class
+    with a larger margin; the suggestion the most probable other class. Classes with fewer than RARE_CLASS
+    samples, or whose margins do not spread, are never flagged."""
     n = len(targets)
     z, score = np.zeros(n), np.zeros(n)
     for k in np.unique(targets):
