@@ -203,7 +203,7 @@ def test_samples_far_below_their_class_margin_are_listed():
     given = true.copy()
     flips = [7, 30, 53, 96]
     given[flips] = (true[flips] + 1) % 4
-    margins[flips] = [-1.0, -1.0, 0.2, 1.6]  # two the net did not fit, two it memorized (z = -18 and -2.7)
+    margins[flips] = [-1.0, -1.0, 0.2, 1.6]  # two the net did not fit, two it memorized (z = -12 and -2.7)
     given[[100, 101]] = [4, 4]  # a class of 2 samples, which the net has not fit either
     margins[[100, 101]] = -1.0
     margins[8] = 1.75  # low, but within 2 robust standard deviations (z = -1.7)
