@@ -6,7 +6,8 @@
 All three train on CIFAR-10's 50,000 training JPEGs (../shared/data) for `--budget` seconds of wall
 clock (data loading and decoding included, the final test pass not) and are scored on the test set:
   kit     `kitlib.train.train` with its default recipe as `all` runs it (the validation samples join the
-          training set for the last cycle: join_at), then its predictions (hflip TTA);
+          training set for the last cycle: join_at), then its predictions with the TTA `all` uses
+          (kitlib.augment.matching_tta: hflip+shifts for the default policies);
   users'  the homework recipe (seeds/002): torchvision mobilenet_v2 from scratch at 224 px, SGD lr 0.1
           momentum 0.9 weight decay 1e-4, CyclicLR triangular2 (0.01-0.1, 5 epochs up), their
           per-image augmentations, ImageFolder + DataLoader(num_workers=2);
@@ -31,6 +32,7 @@ from torchvision import transforms as T
 
 from bench.common import machine, table, unpacked
 from kitlib import runtime
+from kitlib.augment import matching_tta
 from kitlib.data import load_competition
 from kitlib.predict import load_runs, predict_probs
 from kitlib.train import TrainConfig
@@ -52,8 +54,8 @@ def kit(root: Path, budget: float, test_rows: list[int], options: dict | None = 
                                                 images_dir=None, **options), run)
         seconds = time.perf_counter() - started
         test = competition.test.iloc[test_rows]
-        probs = predict_probs(load_runs(run), test, tta="hflip")
         config = json.loads((Path(run) / "config.json").read_text())
+        probs = predict_probs(load_runs(run), test, tta=matching_tta(config["augment"]))
     truth = test["label"].map({c: i for i, c in enumerate(competition.classes)}).to_numpy()
     estimate = result.best.get("estimate") or result.best
     return {"seconds": seconds, "epochs": result.history[-1]["epoch"],

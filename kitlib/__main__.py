@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     _column_options(predict)
     predict.add_argument("--out", required=True, metavar="SUBMISSION.csv")
     predict.add_argument("--tta", nargs="?", const="hflip", default="none",
-                         help="test-time augmentation: hflip (the default when given bare), flips, none")
+                         help="test-time augmentation: hflip (the default when given bare), flips, none, shifts, "
+                              "hflip+shifts, flips+shifts (each view also moved by a pixel or two)")
     predict.add_argument("--scales", type=float, nargs="+", default=[1.0],
                          help="TTA input-size factors, e.g. 0.875 1 1.125")
     predict.add_argument("--aggregate", choices=["mean", "coverage", "logit"],

@@ -322,7 +322,7 @@ class SubmitParams:
     runs: tuple[str, ...] = ("resnet", "pretrained")
     """Run folders under env.runs to ensemble (their best.pt; a folder of folds counts as one run)."""
     tta: str = "hflip"
-    """Test-time augmentation: none, hflip, flips (see kitlib.predict.TTA_MODES)."""
+    """Test-time augmentation: none, hflip, flips, and each with '+shifts' (see kitlib.predict.TTA_MODES)."""
     scales: tuple[float, ...] = (1.0,)
     """TTA input-size factors, e.g. (0.875, 1.0, 1.125)."""
     out: str = "submission.csv"

@@ -438,6 +438,9 @@ def test_everything_stays_on_the_gpu(images):
 def test_test_time_flips_match_the_training_flips():
     from kitlib.augment import matching_tta
 
-    assert [matching_tta(p) for p in ("none", "light", "strong", "auto")] == ["none", "hflip", "hflip", "hflip"]
+    assert [matching_tta(p) for p in ("none", "light", "strong", "auto")] == ["none"] + ["hflip+shifts"] * 3
+    assert matching_tta("light", shifts=False) == "hflip"  # a tile model
     assert matching_tta([Flip(), Flip(vertical=True)]) == "flips"
-    assert matching_tta([Flip(p=0.0), PadCrop()]) == "none"
+    assert matching_tta([Flip(), Flip(vertical=True), PadCrop()]) == "flips+shifts"
+    assert matching_tta([Flip(p=0.0), PadCrop()]) == "shifts"
+    assert matching_tta([Flip(p=0.0), PadCrop(p=0.0)]) == "none"

@@ -112,7 +112,14 @@ def test_tta_views_and_shapes():
     flipped = infer._view(x, 1.0, predict.TTA_MODES["flips"])
     assert torch.equal(flipped[5:10], x.flip(3)) and torch.equal(flipped[10:15], x.flip(2))
     assert torch.equal(flipped[15:], x.flip((2, 3)))
-    with pytest.raises(KitError, match="tta='mirror': choose one of none, hflip, flips"):
+    shifted = infer._view(x, 1.0, predict.TTA_MODES["hflip+shifts"])  # 1 px at 32 px: (0, hflip) x (0, -1, +1)
+    assert shifted.shape == (30, 3, 32, 32) and torch.equal(shifted[5:10], x.flip(3))
+    assert torch.equal(shifted[10:15, :, :-1, :-1], x[:, :, 1:, 1:])  # up and left by 1 px
+    assert torch.equal(shifted[10:15, :, -1, :-1], x[:, :, -2, 1:])  # the border reflected
+    assert torch.equal(shifted[20:25, :, 1:, 1:], x[:, :, :-1, :-1])  # down and right
+    big = torch.arange(64 * 64, dtype=torch.float32).view(1, 1, 64, 64).expand(1, 3, 64, 64)
+    assert torch.equal(infer._view(big, 1.0, ((False, False, 1),))[..., 2:, 2:], big[..., :-2, :-2])  # 2 px at 64
+    with pytest.raises(KitError, match="tta='mirror': choose one of none, hflip, flips, shifts, hflip\\+shifts"):
         predict.tta_views("mirror")
     with pytest.raises(KitError, match="scales"):
         predict.tta_views("none", (0.0, 1.0))

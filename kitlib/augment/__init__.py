@@ -106,14 +106,21 @@ def resolve_ops(ops: str | list) -> tuple:
     return ops
 
 
-def matching_tta(ops: str | list) -> str:
-    """The test-time flips that training taught the model: 'flips', 'hflip' or 'none' (kitlib.predict's names).
+def matching_tta(ops: str | list, shifts: bool = True) -> str:
+    """The test-time views that training taught the model (kitlib.predict's names): 'flips', 'hflip' or 'none',
+    with '+shifts' ('shifts' alone) when it also trained on shifted or cropped images and `shifts` is True.
 
     Averaging over mirrored copies only helps when training showed mirrored images under the same
-    label; for digits or text trained without flips it would hurt.
+    label; for digits or text trained without flips it would hurt. Shifted copies (a pixel or two,
+    kitlib.models.infer.SHIFT) are views a model trained with PadCrop or ResizedCrop has seen; a tile
+    model (`shifts=False`) already averages a grid of positions.
     """
-    flips = {op.vertical for op in resolve_ops(ops) if isinstance(op, Flip) and op.p > 0}
-    return "flips" if flips == {False, True} else "hflip" if flips == {False} else "none"
+    resolved = resolve_ops(ops)
+    flips = {op.vertical for op in resolved if isinstance(op, Flip) and op.p > 0}
+    name = "flips" if flips == {False, True} else "hflip" if flips == {False} else "none"
+    if not (shifts and any(isinstance(op, (PadCrop, ResizedCrop)) and op.p > 0 for op in resolved)):
+        return name
+    return "shifts" if name == "none" else f"{name}+shifts"
 
 
 def _check_stats(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
