@@ -26,8 +26,8 @@ TTA_MODES = {
     "hflip": ((False, False, 0), (True, False, 0)),
     "flips": ((False, False, 0), (True, False, 0), (False, True, 0), (True, True, 0)),
 }
-TTA_MODES.update({("shifts" if name == "none" else f"{name}+shifts"): tuple((h, v, s) for s in (0, -1, 1) for h, v, _ in views)
-                  for name, views in list(TTA_MODES.items())})
+TTA_MODES.update({("shifts" if name == "none" else f"{name}+shifts"):
+                  tuple((h, v, s) for s in (0, -1, 1) for h, v, _ in views) for name, views in list(TTA_MODES.items())})
 NO_TTA = [(1.0, TTA_MODES["none"])]
 SHIFT = 1 / 32
 """A shifted view moves the image by this fraction of its shorter side, down and right or up and left (at
