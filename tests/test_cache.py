@@ -29,13 +29,14 @@ def test_pixels_equal_a_direct_pil_decode_and_resize(tmp_path):
         assert np.array_equal(decoded.images[i].numpy().transpose(1, 2, 0), expected)
 
 
-def test_second_load_hits_the_cache_and_a_touched_file_misses(tmp_path, monkeypatch):
+def test_second_load_hits_the_cache_and_a_touched_file_misses(tmp_path, monkeypatch, capsys):
     paths = [noise_png(tmp_path / f"{i}.png", (8, 8), seed=i) for i in range(4)]
     first = cache.decode(paths, size=8, progress=False)
     builds = []
     monkeypatch.setattr(cache, "_build", lambda *a, **k: builds.append(a))
     second = cache.decode(paths, size=8, progress=False)
     assert builds == [] and second.path == first.path
+    assert capsys.readouterr().out.count("images: 4 x 3x8x8 uint8") == 1  # said once per process
     assert np.array_equal(first.images.numpy(), second.images.numpy())
     os.utime(paths[2], ns=(1, 1))  # a changed file must not be served from the old cache
     with pytest.raises(FileNotFoundError):  # the stubbed _build wrote nothing to load

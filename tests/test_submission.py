@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,7 +37,8 @@ def test_round_trip_bytes_and_order(tmp_path, sample, capsys):
     shuffled = dict(sorted(TRUTH.items(), reverse=True))  # predictions in another order than the sample
     out = tmp_path / "run" / "submission.csv"
     written = _write(out, sample, shuffled, train_labels=CLASSES * 2 + ["cat"] * 2,
-                     meta={"runs": ["run-a"], "tta": True, "commit": "abc123"})
+                     meta={"runs": ["run-a"], "tta": True, "commit": "abc123",
+                           "metrics": {"val_loss": float("nan"), "f1": np.float32(0.5), "seen": [np.inf, 1.0]}})
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["sample_index", "label"]
@@ -48,6 +50,9 @@ def test_round_trip_bytes_and_order(tmp_path, sample, capsys):
     record = json.loads((tmp_path / "run" / "submission.json").read_text())
     assert written.meta_path == tmp_path / "run" / "submission.json"
     assert record["runs"] == ["run-a"] and record["tta"] is True and record["commit"] == "abc123"
+    # strict JSON: no NaN or Infinity, which JavaScript's or Go's parsers reject
+    assert record["metrics"] == {"val_loss": None, "f1": 0.5, "seen": [None, 1.0]}
+    assert "NaN" not in (tmp_path / "run" / "submission.json").read_text()
     assert record["written"]["rows"] == 4
     assert record["written"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert record["written"]["predicted_counts"] == {

@@ -308,6 +308,11 @@ def total_ram() -> int:
         return 1 << 40
 
 
+_ANNOUNCED: set[Path] = set()
+"""Cache entries whose "images: ..." line this process has printed (`all` loads the test set's twice: for the
+audit's checks and for prediction; the line is said once)."""
+
+
 def _load(folder: Path) -> Decoded:
     """Read a finished cache: into memory, or memory-mapped when it exceeds half the RAM."""
     arrays = []
@@ -320,7 +325,8 @@ def _load(folder: Path) -> Decoded:
         # copy-on-write mapping: torch gets a writable array, nothing is ever written back
         array = np.load(file, mmap_mode="c") if big else np.load(file)
         arrays.append(torch.from_numpy(array))
-        if name == "images":
+        if name == "images" and folder not in _ANNOUNCED:
+            _ANNOUNCED.add(folder)
             where = "memory-mapped from disk (over half the RAM)" if big else "in memory"
             print(f"images: {array.shape[0]} x {array.shape[1]}x{array.shape[2]}x{array.shape[3]} "
                   f"uint8 = {nbytes / 2**20:.0f} MiB, {where} ({folder})")

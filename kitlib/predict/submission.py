@@ -15,6 +15,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -210,6 +211,20 @@ def _json_default(value):
     return str(value)
 
 
+def _strict(value):
+    """`value` with every NaN or infinite float (NumPy's too) as None: JSON has no NaN, and strict parsers
+    (JavaScript's, Go's, `jq`) reject the `NaN` Python writes by default."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[str], *, classes: Sequence[str],
                      sample_submission: Path | None, test_ids: Sequence[str],
                      train_labels: Sequence[str] | None = None, id_column: str | None = None,
@@ -263,10 +278,12 @@ def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[str]
     meta_path = path.with_suffix(".json")
     if meta_path == path:
         raise KitError(f"{path}: name the submission file .csv; the .json beside it is the run record.")
+    meta = _strict(meta)
     json.dumps(meta, default=_json_default)  # fail on an unserialisable meta before anything is written
     replace_atomically(path, write_csv)
     replace_atomically(meta_path, lambda tmp: tmp.write_text(
-        json.dumps({**meta, "written": info}, indent=2, default=_json_default) + "\n", encoding="utf-8"))
+        json.dumps({**meta, "written": info}, indent=2, default=_json_default, allow_nan=False) + "\n",
+        encoding="utf-8"))
     print(f"wrote {path} ({len(frame)} rows, columns {list(frame.columns)}) and {meta_path.name}")
     print(format_distribution(distribution))
     return WrittenSubmission(path, meta_path, distribution)
