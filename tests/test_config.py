@@ -47,7 +47,8 @@ def test_other_configs_check_their_options_too():
         AllConfig(train=TrainConfig(time_budget=60))
     with pytest.raises(KitError, match=r"^folds=1: the audit needs K >= 2 folds"):
         AuditConfig(folds=1)
-    with pytest.raises(KitError, match=r"^tta='mirror': choose one of none, hflip, flips\.$"):
+    modes = r"none, hflip, flips, shifts, hflip\+shifts, flips\+shifts"
+    with pytest.raises(KitError, match=rf"^tta='mirror': choose one of {modes}\.$"):
         SubmitParams(tta="mirror")
 
 
