@@ -32,8 +32,8 @@ NO_TTA = [(1.0, TTA_MODES["none"])]
 SHIFT = 1 / 32
 """A shifted view moves the image by this fraction of its shorter side, down and right or up and left (at
 least 1 px: 1 px at 32 px, 2 px at 64; the border reflected), as the fast CIFAR-10 training records' TTA
-does. Measured in `all` (README: Results): +0.55 points on CIFAR-10 at 600 s, +0.2 to +2.8 of macro-F1 on
-the 64 px rehearsal competition."""
+does. Measured on `all`'s models (README: Results): +0.55 points on CIFAR-10 at 600 s; on 64 px rehearsal
+competitions +0.2 to +2.8 of macro-F1 in four runs, -0.1 in a fifth."""
 
 
 def tta_views(tta: str = "hflip", scales: Sequence[float] = (1.0,)) -> list[tuple[float, tuple]]:
