@@ -101,9 +101,8 @@ def cmd_predict(args) -> None:
     """`predict RUN ... --data DATA --out CSV`: the ensemble's submission."""
     from kitlib.predict import predict_submission
 
-    written = predict_submission(args.runs, load_data(args), args.out,
-                                 tta=args.tta, scales=args.scales, aggregate=args.aggregate)
-    print(f"wrote {written.path} and {written.meta_path}")
+    predict_submission(args.runs, load_data(args), args.out, tta=args.tta, scales=args.scales,
+                       aggregate=args.aggregate)  # says what it wrote
 
 
 def cmd_all(args) -> None:

@@ -81,7 +81,8 @@ def absent_note(support, classes) -> str:
         return ""
     shown = ", ".join(repr(c) for c in absent[:10]) + (" ..." if len(absent) > 10 else "")
     return (f"macro-F1 averages over the {len(support) - len(absent)} of {len(support)} classes that have samples "
-            f"to score; {len(absent)} have none and are left out: {shown}")
+            f"to score; {len(absent)} {'has' if len(absent) == 1 else 'have'} none and "
+            f"{'is' if len(absent) == 1 else 'are'} left out: {shown}")
 
 
 def accuracy(y_true, y_pred) -> float:

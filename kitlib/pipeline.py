@@ -213,7 +213,8 @@ def estimate(fitted: FitResult) -> dict:
         return {"macro_f1": e["val_macro_f1"], "accuracy": e["val_accuracy"], "source": "hold-out, then joined",
                 "how": f"the final model's first learning-rate cycle trained on {e['trained_on']} samples and was "
                        f"scored on the {e['samples']} held out (epoch {e['epoch']}); those then joined for a second, "
-                       "shorter cycle on every sample, so the submitted model should score at least this"}
+                       "shorter cycle on every sample, so the submitted model should score about this or a little more "
+                       "(an estimate from a few held-out samples, not a bound)"}
     if not math.isnan(best.get("val_macro_f1", math.nan)):
         return {"macro_f1": best["val_macro_f1"], "accuracy": best["val_accuracy"], "source": "hold-out",
                 "how": f"the best epoch ({best['epoch']}) on the validation split, which the model never trained on "

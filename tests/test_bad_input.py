@@ -377,7 +377,7 @@ def test_validation_macro_f1_leaves_out_classes_without_a_sample():
     assert round(metrics.macro_f1(truth, predicted, 3), 3) == 0.222  # sklearn's macro average, unchanged
     assert round(metrics.macro_f1(truth, predicted, 3, present_only=True), 3) == 0.333
     assert metrics.absent_note([2, 2, 0], ["a", "b", "c"]) == (
-        "macro-F1 averages over the 2 of 3 classes that have samples to score; 1 have none and are left out: 'c'")
+        "macro-F1 averages over the 2 of 3 classes that have samples to score; 1 has none and is left out: 'c'")
 
 
 def test_the_report_says_which_classes_it_leaves_out(capsys):
@@ -385,7 +385,7 @@ def test_the_report_says_which_classes_it_leaves_out(capsys):
     report = evaluate([0, 0, 1, 1], probs, ["a", "b", "c"])
     assert round(report.macro_f1, 3) == 0.333
     assert report.summary.splitlines()[1] == ("macro-F1 averages over the 2 of 3 classes that have samples to score; "
-                                              "1 have none and are left out: 'c'")
+                                              "1 has none and is left out: 'c'")
 
 
 def _rare(root: Path) -> Path:
@@ -403,7 +403,7 @@ def test_a_class_with_one_sample(tmp_path, capsys):
     code, _, err = run(capsys, "train", root, "--out", tmp_path / "run", "--epochs", 2)
     assert code == 0
     assert warning_lines(err) == ["warning: validation macro-F1 averages over the 2 of 3 classes that have samples to "
-                                  "score; 1 have none and are left out: 'c'"]  # once, for two epochs
+                                  "score; 1 has none and is left out: 'c'"]  # once, for two epochs
     per_class = pd.read_csv(tmp_path / "run" / "per_class_f1.csv")
     assert per_class["c"].isna().all()  # no F1 rather than a 0
     logged = pd.read_csv(tmp_path / "run" / "metrics.csv")["val_macro_f1"]
