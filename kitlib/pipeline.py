@@ -183,6 +183,12 @@ def _first_cycle_labels(audited: AuditResult, run: Path) -> AuditResult:
     return dataclasses.replace(audited, suspects=suspects)
 
 
+def _tta(train: TrainConfig, data: TrainingData) -> str:
+    """The TTA `all` predicts with, and times before training: the views training taught the model
+    (kitlib.augment.matching_tta), without shifts for a tile model, which averages a grid of positions already."""
+    return matching_tta(train.augment, shifts=data.tiles is None)
+
+
 def _predict_seconds(data: TrainingData, train: TrainConfig, test_images: int, decode_per_image: float,
                      least: float, runs: int = 1) -> float:
     """Seconds to keep for predicting `test_images` images with `runs` models: decoding them at
@@ -192,7 +198,7 @@ def _predict_seconds(data: TrainingData, train: TrainConfig, test_images: int, d
     config = resolve(train, data, device)
     model = models.create(config.model, len(data.classes), norm=config.norm, **config.model_options).to(
         device, memory_format=torch.channels_last)
-    views = tta_views(matching_tta(train.augment, shifts=data.tiles is None))
+    views = tta_views(_tta(train, data))
     size = (config.image_size, config.image_size)
     transform = eval_transform(size=size, mean=(0.5,) * 3, std=(0.25,) * 3)
     n = max(2, min(64, 2**20 // (size[0] * size[1])))  # 64 small images, a few large tiles
@@ -262,8 +268,8 @@ def run_all(data: Competition | str | Path, config: AllConfig = AllConfig(), out
     folds = decisions is not None and audited.oof_probs is not None
     models = [run] + ([run / rundir.FOLDS] if folds else [])
     expected = estimate(fitted)
-    tta = matching_tta(train.augment, shifts=prepared.tiles is None)  # a tile model averages a grid already
-    written = predict_submission(models, competition, run / rundir.SUBMISSION, tta=tta, meta={"estimate": expected})
+    written = predict_submission(models, competition, run / rundir.SUBMISSION, tta=_tta(train, prepared),
+                                 meta={"estimate": expected})
     seconds = time.perf_counter() - started
     print(f"wrote {written.path} in {seconds:.0f} s"
           + (f", trained without {len(read_csv_strings(decisions))} of the audit's suspects" if decisions else "")

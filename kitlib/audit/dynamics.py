@@ -38,6 +38,7 @@ import pandas as pd
 from kitlib import rundir
 from kitlib.audit.config import ISSUES, SUSPECT_COLUMNS
 from kitlib.audit.labels import RARE_CLASS, rare_samples
+from kitlib.audit.pixels import robust_z
 from kitlib.files import read_csv_strings, write_table
 
 MARGIN_Z = 2.0
@@ -86,15 +87,12 @@ def low_margins(margins: np.ndarray, probs: np.ndarray, targets: np.ndarray,
     (N, K) probabilities: flagged when the margin is MARGIN_Z robust standard deviations below the median of
     its class and below `below` (0: the net ranked another class first); the score is the share of its class
     with a larger margin; the suggestion the most probable other class. Classes with fewer than RARE_CLASS
-    samples, or whose margins do not spread, are never flagged."""
+    samples, or whose margins are all equal, are never flagged (kitlib.audit.pixels.robust_z, per class)."""
     n = len(targets)
     z, score = np.zeros(n), np.zeros(n)
     for k in np.unique(targets):
         members = np.flatnonzero(targets == k)
-        centre = np.median(margins[members])
-        spread = 1.4826 * np.median(np.abs(margins[members] - centre))
-        if spread > 0:
-            z[members] = (margins[members] - centre) / spread
+        z[members] = robust_z(margins[members])
         ordered = np.sort(margins[members])
         score[members] = 1.0 - np.searchsorted(ordered, margins[members], side="right") / len(members)
     flagged = (z < -MARGIN_Z) & (margins < below) & ~rare_samples(targets, probs.shape[1])
