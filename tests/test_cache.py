@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from builders import noise_png, png
@@ -136,6 +137,21 @@ def test_masks_follow_images_and_missing_masks_are_zero(tmp_path):
     decoded = cache.decode(images, size=3, mask_paths=[tmp_path / "mask_0.png", None], progress=False)
     assert decoded.masks.shape == (2, 1, 3, 3)
     assert decoded.masks[0, 0, :, 0].tolist() == [255, 255, 0] and decoded.masks[1].max() == 0
+
+
+def test_a_mask_of_another_size_is_stretched_onto_its_image_and_said(tmp_path, capsys):
+    # the course's cartoons, of any size, carried one and the same mask file: it decodes to the same pixels
+    images = [png(tmp_path / "img_0.png", size=(6, 6)), png(tmp_path / "img_1.png", size=(8, 4))]
+    mask = np.zeros((6, 6), np.uint8)
+    mask[:4] = 255
+    Image.fromarray(mask).save(tmp_path / "mask_0.png")
+    decoded = cache.decode(images, size=3, mask_paths=[tmp_path / "mask_0.png"] * 2, progress=False)
+    assert decoded.stretched == {1: "6x6 onto 8x4"}
+    assert decoded.masks[0, 0, :, 0].tolist() == [255, 255, 0] and torch.equal(decoded.masks[0], decoded.masks[1])
+    assert "masks: 1 not the size of their image, each stretched onto it: mask_0.png (6x6 onto 8x4)" in \
+        capsys.readouterr().out
+    assert cache.decode(images, size=3, mask_paths=[tmp_path / "mask_0.png"] * 2, progress=False).stretched == \
+        {1: "6x6 onto 8x4"}  # kept in the cache's meta.json
 
 
 def test_mixed_sizes_without_a_size_use_the_most_common(tmp_path, capsys):

@@ -108,11 +108,17 @@ def test_a_graded_mask_is_thresholded_at_half_its_largest_value(tmp_path, capsys
         capsys.readouterr().out
 
 
-def test_bad_masks_and_slides_over_the_cap_are_named(tmp_path, monkeypatch):
+def test_a_mask_of_another_size_is_stretched_onto_its_image(tmp_path):
+    # the course's cartoons carried one mask file whatever their size: half the image's size, twice as coarse
     image, _ = _slide(tmp_path, None)
-    Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "mask_0.png")
-    with pytest.raises(KitError, match=r"mask_0.png: the mask is 100x100 px but its image .*img_0.png is 300x200"):
-        build_tiles([image], [str(tmp_path / "mask_0.png")], TileSpec(size=64), progress=False)
+    Image.fromarray(_rectangle(20, 52, 50, 114, size=(100, 150))).save(tmp_path / "mask_0.png")
+    cut = cut_image(image, str(tmp_path / "mask_0.png"), TileSpec(size=64))
+    assert cut["status"] == "mask" and cut["origins"] == [(8, 68)]  # as the full-size mask of the first test
+    assert len(cut["grid"]) == 11
+
+
+def test_slides_over_the_cap_are_named(tmp_path, monkeypatch):
+    image, _ = _slide(tmp_path, None)
     monkeypatch.setattr(image_files, "MAX_PIXELS", 50_000)
     with pytest.raises(KitError, match=r"img_0.png: 300 x 200 px is over the kit's limit of 50,000 px"):
         build_tiles([image], [None], TileSpec(size=32), progress=False)
@@ -278,3 +284,25 @@ def test_pretrained_models_take_tiles_at_their_weights_size(tmp_path, monkeypatc
     fit(data, config, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["image_size"] == 224 and saved["finetune"] is True
+
+
+def test_images_of_any_size_sharing_one_mask_file_are_one_group_and_listed(tmp_path, capsys):
+    # the course's cartoons carried one and the same mask file whatever their size: no stop, one group
+    root = slide_competition(tmp_path / "slides", per_class=(6, 5, 4, 3), test=4)
+    train, test = root / "train_data", root / "test_data"
+    for number, size in ((1, (170, 120)), (2, (190, 150)), (3, (120, 120))):
+        Image.open(train / f"img_{number:04d}.png").resize(size).save(train / f"img_{number:04d}.png")
+        (train / f"mask_{number:04d}.png").write_bytes((train / "mask_0000.png").read_bytes())
+    test_mask = sorted(test.glob("mask_*.png"))[0]
+    Image.open(test_mask).resize((95, 75)).save(test_mask)
+    assert main(["audit", str(root), "--out", str(tmp_path / "audit"), "--folds", "0"]) == 0
+    out = capsys.readouterr().out  # img_0002 keeps the slide's size: its mask fits
+    assert "masks: 2 not the size of their image, each stretched onto it: mask_0001.png (190x150 onto 170x120), " \
+           "mask_0003.png (190x150 onto 120x120) (the audit lists them in checks.csv as mask_size)" in out
+    assert "masks: 1 not the size of their image, each stretched onto it: mask_0000.png (95x75 onto 190x150)" in out
+    checks = pd.read_csv(tmp_path / "audit" / "checks.csv", dtype=str, keep_default_na=False)
+    assert checks.loc[checks["check"] == "mask_size", ["set", "sample_index"]].values.tolist() == [
+        ["train", "img_0001.png"], ["train", "img_0003.png"], ["test", test_mask.name.replace("mask_", "img_")]]
+    suspects = pd.read_csv(tmp_path / "audit" / "suspects.csv", dtype=str, keep_default_na=False)
+    assert sorted(suspects.loc[suspects["issue"] == "shared_mask", "sample_index"]) == [
+        "img_0000.png", "img_0001.png", "img_0002.png", "img_0003.png"]

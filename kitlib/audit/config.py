@@ -13,8 +13,9 @@ SUSPECT_COLUMNS = ["sample_index", "issue", "score", "given_label", "suggested_l
 """suspects.csv: DESIGN.md's five fixed columns, then the other copy of a duplicate or conflict
 (`twin`) and the shared-mask group (`group`, the group's first member)."""
 CHECK_COLUMNS = ["set", "sample_index", "check", "score", "twin", "group"]
-"""checks.csv: what is reported but never dropped (empty and full masks; on the test set also shared
-masks and train/test duplicates, `leak`): `set` is train or test, `twin` the training copy of a leak."""
+"""checks.csv: what is reported but never dropped (empty and full masks, masks of another size than their image,
+`mask_size`; on the test set also shared masks and train/test duplicates, `leak`): `set` is train or test, `twin`
+the training copy of a leak."""
 DEFAULT_FOLDS = 4
 """K of every audit front-end (the CLI, `all`, notebook 01): 4 fold models, each trained on 3/4 of the data."""
 

@@ -167,10 +167,12 @@ def suspects_from(scores: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def train_checks(scores: pd.DataFrame) -> list[list]:
-    """checks.csv rows of the training set: empty and full masks."""
+def train_checks(scores: pd.DataFrame, stretched: dict[str, str] | None = None) -> list[list]:
+    """checks.csv rows of the training set: empty and full masks, and the samples of `stretched` (TrainingData.
+    stretched_masks: masks of another size than their image, stretched onto it) among the scored ones."""
     return [["train", r.sample_index, check, 1.0, "", ""] for r in scores.itertuples(index=False)
-            for check in ("empty_mask", "full_mask") if getattr(r, check)]
+            for check in ("empty_mask", "full_mask") if getattr(r, check)] + \
+        [["train", name, "mask_size", 1.0, "", ""] for name in scores["sample_index"] if name in (stretched or {})]
 
 
 def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFrame, config: AuditConfig) -> list[list]:
@@ -235,7 +237,7 @@ def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFra
     for r, t in mask_twin.items():
         if r not in leaked:
             rows.append(["test", ids[r], "leak", MASK_PAIR_SCORE, data.ids[t], ""])
-    return rows
+    return rows + [["test", ids[r], "mask_size", 1.0, "", ""] for r in decoded.stretched]
 
 
 def _has_mask(competition: Competition | None, ids: list[str]) -> np.ndarray | None:
@@ -273,7 +275,7 @@ def audit(data, config: AuditConfig = AuditConfig(), out: str | Path = "runs/aud
         scores = score_table(data, probs, z, config, has_mask=_has_mask(competition, data.ids))
         suspects = suspects_from(scores)
         bar.update(1)
-        rows = train_checks(scores)
+        rows = train_checks(scores, data.stretched_masks)
         if competition is not None and config.test:
             rows += test_checks(competition, data, scores, config)
         rows.sort(key=lambda row: (row[0] != "train", row[1], row[2]))  # train first, then by id

@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +51,8 @@ class Decoded:
     """(N, 1, H, W) uint8, zeros where an image has no mask; None when no image has one."""
     path: Path
     """The cache folder it was read from."""
+    stretched: dict[int, str] = field(default_factory=dict)
+    """{row: "208x208 onto 250x180"}: the masks that were not their image's size, stretched onto it."""
 
 
 def decode(paths: Sequence[str | Path], *, size: int | tuple[int, int] | None = None,
@@ -74,7 +76,13 @@ def decode(paths: Sequence[str | Path], *, size: int | tuple[int, int] | None = 
     folder = Path(cache or default_cache_dir("images")) / _key(paths, masks, (height, width), fit)
     if not (folder / "meta.json").exists():
         _build(folder, paths, masks, (height, width), fit, workers or cpu_count(), progress)
-    return _load(folder)
+    decoded = _load(folder)
+    if decoded.stretched and (folder, "stretched") not in _ANNOUNCED:
+        _ANNOUNCED.add((folder, "stretched"))
+        named = ", ".join(f"{Path(masks[r]).name} ({how})" for r, how in list(decoded.stretched.items())[:3])
+        print(f"masks: {len(decoded.stretched)} not the size of their image, each stretched onto it: {named}"
+              f"{' ...' if len(decoded.stretched) > 3 else ''} (the audit lists them in checks.csv as mask_size)")
+    return decoded
 
 
 def decode_table(table, **options) -> Decoded:
@@ -164,29 +172,45 @@ def _fit(im: Image.Image, size: tuple[int, int], fit: str, resample: int) -> Ima
     return canvas
 
 
-def _open(path: str | Path, size: tuple[int, int]) -> Image.Image:
-    im = open_image(path)
+def _draft(im: Image.Image, size: tuple[int, int]) -> None:
+    """Let a large JPEG decode at a reduced scale, still >= 2x `size` (draft takes the stored, unrotated size)."""
     w, h = oriented_size(im)
     if im.format == "JPEG" and w >= 4 * size[1] and h >= 4 * size[0]:
-        # decode at a reduced scale, still >= 2x the target (draft takes the stored, unrotated size)
         im.draft("RGB", (2 * size[1], 2 * size[0]) if (w, h) == im.size else (2 * size[0], 2 * size[1]))
-    return upright(im)
 
 
-def read_image(path: str | Path, size: tuple[int, int], fit: str) -> np.ndarray:
-    """One image as (3, H, W) uint8, exactly as the cache stores it."""
-    with _open(path, size) as im:
-        return np.asarray(_fit(to_rgb(im), size, fit, Image.BILINEAR)).transpose(2, 0, 1)
+def read_image(path: str | Path, size: tuple[int, int], fit: str,
+               mask_path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """One image as (3, H, W) uint8 and its mask as (1, H, W) uint8 (None without a mask file), exactly as the
+    cache stores them; and, for a mask that is not its image's size, how it was stretched onto it
+    ("208x208 onto 250x180"; None otherwise). The image file is opened once for both: the mask needs the
+    image's EXIF orientation, which Pillow finds in a PNG only by decoding all of it (eXIf may follow the pixels)."""
+    with open_image(path) as im:
+        mask, stretched = (None, None) if mask_path is None else _mask_of(im, mask_path, size, fit)
+        _draft(im, size)  # after the mask: draft() changes the image's size
+        return np.asarray(_fit(to_rgb(upright(im)), size, fit, Image.BILINEAR)).transpose(2, 0, 1), mask, stretched
 
 
-def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str | Path) -> np.ndarray:
-    """One mask as (1, H, W) uint8, resized with nearest neighbour so labels stay labels."""
-    with open_image(path) as im, open_image(image_path) as image:
-        mask = upright_like(im, image)  # drawn on the stored pixels or on the displayed ones
-        if mask.size != oriented_size(image):
-            raise OSError("mask is {}x{} but its image {} is {}x{}".format(
-                *mask.size, Path(image_path).name, *oriented_size(image)))
-        return np.asarray(_fit(to_mask(mask), size, fit, Image.NEAREST))[None]
+def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str | Path) -> tuple[np.ndarray, str | None]:
+    """One mask as (1, H, W) uint8 and how it was stretched onto its image (None: it has the image's size);
+    for an image whose pixels come from elsewhere (read_jpegs)."""
+    with open_image(image_path) as image:
+        return _mask_of(image, path, size, fit)
+
+
+def _mask_of(image: Image.Image, path: str | Path, size: tuple[int, int], fit: str) -> tuple[np.ndarray, str | None]:
+    """The mask file `path` of the open `image` (before any draft), resized with nearest neighbour so labels stay
+    labels. A mask of another size than its image is stretched onto it (said in the second value), as the
+    course challenge's cartoons carried one mask file whatever their size."""
+    with open_image(path) as im:
+        mask = to_mask(upright_like(im, image))  # drawn on the stored pixels or on the displayed ones
+        shown = oriented_size(image)
+        stretched = None
+        if mask.size != shown:
+            stretched = "{}x{} onto {}x{}".format(*mask.size, *shown)
+            if fit != "squash":  # squash maps the whole mask onto the whole output, from any size alike
+                mask = mask.resize(shown, Image.NEAREST)
+        return np.asarray(_fit(mask, size, fit, Image.NEAREST))[None], stretched
 
 
 def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -227,28 +251,35 @@ def _init_worker(job: dict) -> None:
     _JOB.update(job)
 
 
-def _decode_chunk(start: int) -> tuple[int, list[tuple[str, str]]]:
-    """Decode images [start, start+CHUNK) into the partial files; return the count and failures."""
-    job, errors = _JOB, []
+def _decode_chunk(start: int) -> tuple[int, list[str], list[tuple[int, str]]]:
+    """Decode images [start, start+CHUNK) into the partial files; return the count, the failures (one line each,
+    naming the file) and the masks stretched onto their images (row, how)."""
+    job, errors, stretched = _JOB, [], []
     stop = min(start + CHUNK, len(job["paths"]))
     # plain ndarray views of the memory maps: np.memmap's per-item bookkeeping costs ~10 us an image
     images = np.load(job["images"], mmap_mode="r+").view(np.ndarray)
     masks = np.load(job["masks"], mmap_mode="r+").view(np.ndarray) if job["masks"] else None
     fast = read_jpegs(job["paths"][start:stop], job["size"])
     for i in range(start, stop):
-        path = job["paths"][i]
+        path, mask_path = job["paths"][i], job["mask_paths"][i] if masks is not None else None
         try:
-            images[i] = fast[i - start] if i - start in fast else read_image(path, job["size"], job["fit"])
-            if masks is not None and job["mask_paths"][i] is not None:
-                path = job["mask_paths"][i]
-                masks[i] = read_mask(path, job["size"], job["fit"], job["paths"][i])
+            if i - start in fast:
+                images[i], (mask, how) = fast[i - start], (None, None)
+                if mask_path is not None:
+                    mask, how = read_mask(mask_path, job["size"], job["fit"], path)
+            else:
+                images[i], mask, how = read_image(path, job["size"], job["fit"], mask_path)
+            if mask is not None:
+                masks[i] = mask
+            if how:
+                stretched.append((i, how))
         except KitError as error:  # open_image's message already names the file
-            errors.append((str(path), str(error).removeprefix(f"{path}: ").removesuffix(". Replace or delete it.")))
+            errors.append(str(error).removesuffix(". Replace or delete it."))
         except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for broken files
-            errors.append((str(path), str(error) or type(error).__name__))
+            errors.append(f"{path}{f' or its mask {mask_path}' if mask_path else ''} ({error or type(error).__name__})")
     # no flush: the pages are shared with the page cache, where the parent reads them; an msync per
     # chunk forced a disk write each time and cost a third of the build
-    return stop - start, errors
+    return stop - start, errors, stretched
 
 
 def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) -> None:
@@ -260,7 +291,7 @@ def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) 
     np.lib.format.open_memmap(job["images"], mode="w+", dtype=np.uint8, shape=(n, 3, h, w)).flush()
     if masks:
         np.lib.format.open_memmap(job["masks"], mode="w+", dtype=np.uint8, shape=(n, 1, h, w)).flush()
-    started, errors = time.perf_counter(), []
+    started, errors, stretched = time.perf_counter(), [], []
     starts = range(0, n, CHUNK)
     bar = progress_bar(total=n, desc=f"decoding {n} images to {h}x{w}", unit="img", disable=not progress)
     workers = min(workers, len(starts))
@@ -268,24 +299,24 @@ def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) 
         if workers <= 1:
             _init_worker(job)
             results = map(_decode_chunk, starts)
-            _consume(results, bar, errors)
+            _consume(results, bar, errors, stretched)
         else:
             # fork shares the job for free on Linux; spawn (macOS, Windows) pickles it once per worker
             context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
             with context.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-                _consume(pool.imap_unordered(_decode_chunk, starts), bar, errors)
+                _consume(pool.imap_unordered(_decode_chunk, starts), bar, errors, stretched)
     finally:
         bar.close()
         _JOB.clear()
     if errors:
         shutil.rmtree(tmp)
-        listed = "; ".join(f"{p} ({e})" for p, e in sorted(errors)[:5])
+        listed = "; ".join(sorted(errors)[:5])
         raise KitError(f"{len(errors)} file(s) could not be decoded: {listed}"
                        f"{' ...' if len(errors) > 5 else ''}. Replace or delete each file "
                        "(and its row in the labels CSV).")
     seconds = time.perf_counter() - started
     meta = {"count": n, "size": [h, w], "fit": fit, "masks": bool(masks), "seconds": seconds,
-            "version": CACHE_VERSION, "first": str(paths[0])}
+            "version": CACHE_VERSION, "first": str(paths[0]), "stretched": dict(sorted(stretched))}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if folder.exists():  # another process finished the same cache first
         shutil.rmtree(tmp)
@@ -294,10 +325,11 @@ def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) 
     print(f"decoded {n} images in {seconds:.1f} s ({n / seconds:.0f} images/s) into {folder}")
 
 
-def _consume(results, bar, errors) -> None:
-    for count, failed in results:
+def _consume(results, bar, errors, stretched) -> None:
+    for count, failed, stretched_here in results:
         bar.update(count)
         errors.extend(failed)
+        stretched.extend(stretched_here)
 
 
 def total_ram() -> int:
@@ -308,14 +340,15 @@ def total_ram() -> int:
         return 1 << 40
 
 
-_ANNOUNCED: set[Path] = set()
-"""Cache entries whose "images: ..." line this process has printed (`all` loads the test set's twice: for the
-audit's checks and for prediction; the line is said once)."""
+_ANNOUNCED: set = set()
+"""Cache entries whose "images: ..." line (folder) and "masks: ... stretched" line ((folder, "stretched")) this
+process has printed (`all` loads the test set's twice: for the audit's checks and for prediction; said once)."""
 
 
 def _load(folder: Path) -> Decoded:
     """Read a finished cache: into memory, or memory-mapped when it exceeds half the RAM."""
     arrays = []
+    stretched = {int(row): how for row, how in json.loads((folder / "meta.json").read_text()).get("stretched", {}).items()}
     for name in ("images", "masks"):
         file = folder / f"{name}.npy"
         if name == "masks" and not file.exists():
@@ -330,4 +363,4 @@ def _load(folder: Path) -> Decoded:
             where = "memory-mapped from disk (over half the RAM)" if big else "in memory"
             print(f"images: {array.shape[0]} x {array.shape[1]}x{array.shape[2]}x{array.shape[3]} "
                   f"uint8 = {nbytes / 2**20:.0f} MiB, {where} ({folder})")
-    return Decoded(arrays[0], arrays[1], folder)
+    return Decoded(arrays[0], arrays[1], folder, stretched)

@@ -12,7 +12,7 @@ every id checked. Every front-end (the CLI, `all`, the notebooks, the audit) pre
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,9 @@ class TrainingData:
     """How masks are used: ignore, tiles, crop, or channel (the mask as a 4th input channel)."""
     mask_reason: str = ""
     """Why (masks='auto' says what it saw)."""
+    stretched_masks: dict[str, str] = field(default_factory=dict)
+    """{sample_index: "208x208 onto 250x180"}: masks of another size than their image, stretched onto it
+    (kitlib.data.cache); the audit lists them in checks.csv (mask_size)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -194,7 +197,8 @@ def prepare(competition: Competition, *, size: int | tuple[int, int] | None = No
     return TrainingData(
         classes=list(competition.classes), ids=list(samples["sample_index"]),
         images=decoded.images, masks=decoded.masks, targets=torch.from_numpy(targets), **_index_lists(is_val),
-        fit=fit, tiles=cut, mask_mode=mask_mode, mask_reason=mask_reason)
+        fit=fit, tiles=cut, mask_mode=mask_mode, mask_reason=mask_reason,
+        stretched_masks={samples["sample_index"].iloc[r]: how for r, how in decoded.stretched.items()})
 
 
 def _split(samples, targets, groups, val_fraction, folds, fold, seed) -> np.ndarray:

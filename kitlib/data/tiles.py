@@ -260,27 +260,27 @@ def _crops(pixels: np.ndarray, mask: np.ndarray | None, spec: TileSpec) -> dict:
 
 
 def _read(image_path: str, mask_path: str | None, spec: TileSpec) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """(H, W, 3) uint8 pixels at spec.scale, the (H, W) bool mask or None, and whether the mask was not binary."""
+    """(H, W, 3) uint8 pixels at spec.scale, the (H, W) bool mask or None, and whether the mask was not binary.
+    The image file is opened once: its mask needs its EXIF orientation, which Pillow finds in a PNG only by
+    decoding all of it. A mask of another size than its image is stretched onto it (the decoded-image cache
+    says so: kitlib.data.cache)."""
+    mask = None
     with open_image(image_path) as im:
         size = oriented_size(im)
         target = (max(1, round(size[0] * spec.scale)), max(1, round(size[1] * spec.scale)))
-        if im.format == "JPEG" and spec.scale <= 0.5:  # decode at a reduced scale right away
+        if mask_path is not None:
+            with open_image(mask_path) as m:
+                mask = to_mask(upright_like(m, im))  # drawn on the stored pixels or on the displayed ones
+                mask = mask.resize(target, Image.NEAREST) if mask.size != target else mask.copy()
+        if im.format == "JPEG" and spec.scale <= 0.5:  # decode at a reduced scale right away (after the mask)
             im.draft("RGB", target if size == im.size else target[::-1])
         image = to_rgb(upright(im))
         if image.size != target:
             image = image.resize(target, Image.BILINEAR, reducing_gap=3.0)
         pixels = np.asarray(image)
-    if mask_path is None:
+    if mask is None:
         return pixels, None, False
-    with open_image(mask_path) as m, open_image(image_path) as im:
-        mask = upright_like(m, im)  # drawn on the stored pixels or on the displayed ones
-        if mask.size != size:
-            raise KitError(f"{mask_path}: the mask is {mask.size[0]}x{mask.size[1]} px but its image "
-                           f"{image_path} is {size[0]}x{size[1]}: give each image a mask of its own size.")
-        mask = to_mask(mask)
-        if mask.size != target:
-            mask = mask.resize(target, Image.NEAREST)
-        binary, graded = _binary(np.asarray(mask))
+    binary, graded = _binary(np.asarray(mask))
     return pixels, binary, graded
 
 
@@ -288,7 +288,7 @@ def cut_image(image_path: str, mask_path: str | None, spec: TileSpec) -> dict:
     """Every tile of one image: pieces (h, w, 3) uint8, origins, grid (piece, y, x), coverage, positions, status.
 
     `status` is one of STATUSES; `graded` says the mask had more than two values (thresholded at half
-    its largest). Raises KitError for unreadable files and for a mask whose size differs from its image's.
+    its largest). Raises KitError for unreadable files.
     """
     pixels, mask, graded = _read(image_path, mask_path, spec)
     status = "no mask"
@@ -465,7 +465,8 @@ def build_tiles(images: Sequence[str | Path], masks: Sequence[str | Path | None]
                 workers: int | None = None, progress: bool = True) -> Tiles:
     """The tiles of every image (mask files beside them, None where missing), cut once and cached per image.
 
-    Raises KitError listing the files that could not be read (and for a mask of another size than its image).
+    Raises KitError listing the files that could not be read. A mask of another size than its image is
+    stretched onto it.
     """
     images = [os.fspath(p) for p in images]
     masks = [None] * len(images) if masks is None else list(masks)

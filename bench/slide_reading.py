@@ -1,0 +1,123 @@
+"""Reading slides with masks on a cold cache: the kit's preparation vs the plain script's tile cutting.
+
+    python -m bench.slide_reading [--slides 120] [--rounds 3] [--baseline /path/to/an/older/checkout]
+
+Writes `--slides` course-like slides into a temporary folder: 1,100-1,700 x 900-1,400 px PNGs of stained
+tissue (kitlib-free generator: bench/defects.py), each with a binary mask file of its size. Then, each in a
+fresh process and with an empty cache, interleaved A B A B ...:
+- kit: what `all` does before training on slides: the 64 px decode that the audit and the figures read
+  (kitlib.data.cache, images and masks) and the 64 px tiles at native resolution (kitlib.data.tiles);
+- baseline (with `--baseline`): the same from another checkout of the kit;
+- plain: bench/plain_tiles.py's `tiles()` over every slide (PIL, one process): the tiles only.
+Reported: seconds (median over rounds) and slides/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.common import machine, median, table
+from bench.defects import tissue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+KIT = """
+import sys, time
+import torch
+torch.set_num_threads(2)
+from kitlib.data.cache import decode
+from kitlib.data.tiles import TileSpec, build_tiles
+images = sorted(str(p) for p in __import__("pathlib").Path(sys.argv[1]).glob("img_*.png"))
+masks = [p.replace("img_", "mask_") for p in images]
+started = time.perf_counter()
+decode(images, size=64, mask_paths=masks, progress=False)
+build_tiles(images, masks, TileSpec(size=64), progress=False)
+print("SECONDS", time.perf_counter() - started)
+"""
+
+PLAIN = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from PIL import Image
+T, STRIDE = 64, 32
+def tiles(path):  # bench/plain_tiles.py's tiles()
+    image = np.asarray(Image.open(path).convert("RGB"))
+    mask = np.asarray(Image.open(path.replace("img_", "mask_")).convert("L")) > 127
+    found, every = [], []
+    for y in range(0, image.shape[0] - T + 1, STRIDE):
+        for x in range(0, image.shape[1] - T + 1, STRIDE):
+            every.append(image[y:y + T, x:x + T])
+            if mask[y:y + T, x:x + T].mean() >= 0.5:
+                found.append(image[y:y + T, x:x + T])
+    return np.stack(found or every)
+started = time.perf_counter()
+for path in sorted(str(p) for p in Path(sys.argv[1]).glob("img_*.png")):
+    tiles(path)
+print("SECONDS", time.perf_counter() - started)
+"""
+
+
+def write_slides(folder: Path, count: int, seed: int = 0) -> None:
+    """`count` slides (img_XXXX.png) with a mask each (mask_XXXX.png): two ellipses of diseased region."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        h, w = int(rng.integers(900, 1400)), int(rng.integers(1100, 1700))
+        side = max(h, w) // 3 + 1
+        small = Image.fromarray(tissue(rng, side)).resize((3 * side, 3 * side), Image.BILINEAR)
+        Image.fromarray(np.asarray(small)[:h, :w]).save(folder / f"img_{i:04d}.png")
+        yy, xx = np.mgrid[:h, :w]
+        mask = np.zeros((h, w), bool)
+        for _ in range(2):
+            cy, cx, ry, rx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w, h / 8, w / 6
+            mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"mask_{i:04d}.png")
+
+
+def seconds(code: str, folder: Path, checkout: Path) -> float:
+    """Run `code` on `folder` in a fresh process importing kitlib from `checkout`, with an empty cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "PYTHONPATH": str(checkout), "KIT_CACHE_DIR": cache}
+        out = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, cwd=cache, check=True,
+                             capture_output=True, text=True).stdout
+    return float(next(line for line in out.splitlines() if line.startswith("SECONDS")).split()[1])
+
+
+def main() -> None:
+    """Run the benchmark and print the README table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slides", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout of the kit to run beside this one")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "train_data"
+        write_slides(folder, args.slides)
+        megabytes = sum(p.stat().st_size for p in folder.glob("img_*.png")) / 2**20
+        for path in folder.iterdir():  # warm the page cache once, so no side pays for the first disk read
+            path.read_bytes()
+        candidates = {"kit": (KIT, ROOT)}
+        if args.baseline:
+            candidates["baseline"] = (KIT, args.baseline.resolve())
+        candidates["plain"] = (PLAIN, ROOT)
+        results: dict[str, list[float]] = {name: [] for name in candidates}
+        for r in range(args.rounds):
+            for name, (code, checkout) in candidates.items():
+                results[name].append(seconds(code, folder, checkout))
+                print(f"round {r + 1}/{args.rounds}  {name}: {results[name][-1]:.2f} s", flush=True)
+    print(f"\n{machine()}; {args.slides} slides, {megabytes / args.slides:.1f} MB a PNG on average\n")
+    rows = [[name, f"{median(values):.2f}", f"{args.slides / median(values):.1f}"] for name, values in results.items()]
+    print(table(["candidate", "seconds (median)", "slides/s"], rows))
+
+
+if __name__ == "__main__":
+    main()
