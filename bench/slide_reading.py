@@ -2,11 +2,12 @@
 
     python -m bench.slide_reading [--slides 120] [--rounds 3] [--baseline /path/to/an/older/checkout]
 
-Writes `--slides` course-like slides into a temporary folder: 1,100-1,700 x 900-1,400 px PNGs of stained
-tissue (kitlib-free generator: bench/defects.py), each with a binary mask file of its size. Then, each in a
+Writes a course-like competition into a temporary folder: `--slides` slides of 1,100-1,700 x 900-1,400 px
+(PNGs of stained tissue, bench/defects.py), each with a binary mask file of its size. Then, each in a
 fresh process and with an empty cache, interleaved A B A B ...:
-- kit: what `all` does before training on slides: the 64 px decode that the audit and the figures read
-  (kitlib.data.cache, images and masks) and the 64 px tiles at native resolution (kitlib.data.tiles);
+- kit: what `all` does before training on slides (kitlib.data.prepare): the 64 px tiles at native
+  resolution (kitlib.data.tiles) and the 64 px images and masks that the audit and the figures read
+  (kitlib.data.cache);
 - baseline (with `--baseline`): the same from another checkout of the kit;
 - plain: bench/plain_tiles.py's `tiles()` over every slide (PIL, one process): the tiles only.
 Reported: seconds (median over rounds) and slides/s.
@@ -26,6 +27,7 @@ from PIL import Image
 
 from bench.common import machine, median, table
 from bench.defects import tissue
+from kitlib.files import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,13 +35,11 @@ KIT = """
 import sys, time
 import torch
 torch.set_num_threads(2)
-from kitlib.data.cache import decode
-from kitlib.data.tiles import TileSpec, build_tiles
-images = sorted(str(p) for p in __import__("pathlib").Path(sys.argv[1]).glob("img_*.png"))
-masks = [p.replace("img_", "mask_") for p in images]
+from kitlib.data import load_competition, prepare
+from kitlib.data.tiles import TileSpec
+competition = load_competition(sys.argv[1])
 started = time.perf_counter()
-decode(images, size=64, mask_paths=masks, progress=False)
-build_tiles(images, masks, TileSpec(size=64), progress=False)
+prepare(competition, size=64, tiles=TileSpec(size=64), mask_mode="tiles", val_fraction=0, progress=False)
 print("SECONDS", time.perf_counter() - started)
 """
 
@@ -60,16 +60,20 @@ def tiles(path):  # bench/plain_tiles.py's tiles()
                 found.append(image[y:y + T, x:x + T])
     return np.stack(found or every)
 started = time.perf_counter()
-for path in sorted(str(p) for p in Path(sys.argv[1]).glob("img_*.png")):
+for path in sorted(str(p) for p in Path(sys.argv[1], "train_data").glob("img_*.png")):
     tiles(path)
 print("SECONDS", time.perf_counter() - started)
 """
 
 
-def write_slides(folder: Path, count: int, seed: int = 0) -> None:
-    """`count` slides (img_XXXX.png) with a mask each (mask_XXXX.png): two ellipses of diseased region."""
+def write_slides(root: Path, count: int, seed: int = 0) -> None:
+    """A competition in the course's layout: `count` slides (train_data/img_XXXX.png) with a mask each
+    (mask_XXXX.png: two ellipses of diseased region), two classes in train_labels.csv; no test set."""
     rng = np.random.default_rng(seed)
+    folder = root / "train_data"
     folder.mkdir(parents=True, exist_ok=True)
+    write_csv(root / "train_labels.csv", ["sample_index", "label"], [[f"img_{i:04d}.png", "HER2(+)" if i % 2 else "Luminal A"]
+                                          for i in range(count)])
     for i in range(count):
         h, w = int(rng.integers(900, 1400)), int(rng.integers(1100, 1700))
         side = max(h, w) // 3 + 1
@@ -100,8 +104,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout of the kit to run beside this one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "train_data"
-        write_slides(folder, args.slides)
+        root = Path(tmp) / "slides"
+        write_slides(root, args.slides)
+        folder = root / "train_data"
         megabytes = sum(p.stat().st_size for p in folder.glob("img_*.png")) / 2**20
         for path in folder.iterdir():  # warm the page cache once, so no side pays for the first disk read
             path.read_bytes()
@@ -112,7 +117,7 @@ def main() -> None:
         results: dict[str, list[float]] = {name: [] for name in candidates}
         for r in range(args.rounds):
             for name, (code, checkout) in candidates.items():
-                results[name].append(seconds(code, folder, checkout))
+                results[name].append(seconds(code, root, checkout))
                 print(f"round {r + 1}/{args.rounds}  {name}: {results[name][-1]:.2f} s", flush=True)
     print(f"\n{machine()}; {args.slides} slides, {megabytes / args.slides:.1f} MB a PNG on average\n")
     rows = [[name, f"{median(values):.2f}", f"{args.slides / median(values):.1f}"] for name, values in results.items()]

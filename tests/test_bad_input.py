@@ -365,7 +365,7 @@ def test_a_mask_beside_a_sideways_photo_lies_on_it(tmp_path, drawn_on):
     assert tuple(decoded.images.shape) == (1, 3, 48, 32) and tuple(decoded.masks.shape) == (1, 1, 48, 32)
     bright, masked = decoded.images[0, 0].numpy() > 128, decoded.masks[0, 0].numpy() > 128
     assert masked.sum() == 64 and (bright & masked).sum() >= 60  # the mask covers the marker
-    pixels, mask, _ = tiles._read(str(image), str(tmp_path / "mask_0.png"), tiles.TileSpec(size=8))  # tiles alike
+    pixels, mask, _, _ = tiles._read(str(image), str(tmp_path / "mask_0.png"), tiles.TileSpec(size=8))  # tiles alike
     assert pixels.shape == (48, 32, 3) and mask.shape == (48, 32) and (mask & (pixels[..., 0] > 128)).sum() >= 60
 
 

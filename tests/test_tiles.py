@@ -306,3 +306,18 @@ def test_images_of_any_size_sharing_one_mask_file_are_one_group_and_listed(tmp_p
     suspects = pd.read_csv(tmp_path / "audit" / "suspects.csv", dtype=str, keep_default_na=False)
     assert sorted(suspects.loc[suspects["issue"] == "shared_mask", "sample_index"]) == [
         "img_0000.png", "img_0001.png", "img_0002.png", "img_0003.png"]
+
+
+@pytest.mark.parametrize("fit", ["squash", "pad"])
+def test_slides_are_read_once_and_decode_as_the_cache_decodes_them(tmp_path, capsys, fit):
+    root = slide_competition(tmp_path / "slides", per_class=(3, 3, 2, 2), test=0)
+    image = root / "train_data" / "img_0001.png"
+    Image.open(image).resize((170, 120)).save(image)  # its mask is now stretched onto it
+    competition = load_competition(root)
+    data = prepare(competition, size=(40, 48), fit=fit, tiles=TileSpec(size=24), val_fraction=0, progress=False)
+    out = capsys.readouterr().out
+    assert "decoded 10 images into" in out and ": 10 while cutting their tiles\n" in out
+    from kitlib.data.cache import decode_table
+    direct = decode_table(competition.samples, size=(40, 48), fit=fit, cache=tmp_path / "direct", progress=False)
+    assert torch.equal(data.images, direct.images) and torch.equal(data.masks, direct.masks)
+    assert data.stretched_masks == {"img_0001.png": "190x150 onto 170x120"} and direct.stretched == {1: "190x150 onto 170x120"}

@@ -50,6 +50,7 @@ from kitlib.audit.pixels import blank_issue, blank_scores, difference_hashes, du
 from kitlib.data.cache import decode_table
 from kitlib.data.dataset import TrainingData, prepare_for
 from kitlib.data.layouts import Competition, load_competition
+from kitlib.data.tiles import cut_tiles
 from kitlib.errors import KitError
 from kitlib.files import write_table
 from kitlib.progress import progress_bar
@@ -184,7 +185,11 @@ def test_checks(competition: Competition, data: TrainingData, scores: pd.DataFra
     test = competition.test
     if not len(test):
         return []
-    decoded = decode_table(test, size=data.size, fit=data.fit, progress=config.train.progress)
+    ready = {}
+    if data.tiles is not None:  # the tiles the prediction will cut, cut now: each test slide is read once
+        ready = cut_tiles(test["image"], test["mask"], data.tiles.spec, thumbnail=(data.size, data.fit),
+                          progress=config.train.progress)[1]
+    decoded = decode_table(test, size=data.size, fit=data.fit, progress=config.train.progress, ready=ready)
     ids = list(test["sample_index"])
     rows = []
     has_mask = test["mask"].notna().to_numpy()

@@ -58,12 +58,14 @@ class Decoded:
 def decode(paths: Sequence[str | Path], *, size: int | tuple[int, int] | None = None,
            fit: str = "squash", mask_paths: Sequence[str | Path | None] | None = None,
            cache: str | Path | None = None, workers: int | None = None,
-           progress: bool = True) -> Decoded:
+           progress: bool = True, ready: dict[int, tuple] | None = None) -> Decoded:
     """Decode images (and masks) once into uint8 tensors at `size`, reusing the cache when valid.
 
     `size` is (H, W) or one int for squares; None keeps the most common size of the images.
     `fit` says how other shapes reach it: 'squash' (stretch), 'pad' (letterbox in black) or
-    'crop' (cover, then center-crop).
+    'crop' (cover, then center-crop). `ready`: {row: (image, mask or None, stretched or None)} already
+    decoded at this size and fit exactly as read_image would (kitlib.data.tiles, cutting slides at native
+    resolution, makes them on the way): a cache built now copies those rows instead of reading the files.
     """
     if fit not in FITS:
         raise KitError(f"fit={fit!r}: choose one of {', '.join(FITS)}.")
@@ -75,7 +77,7 @@ def decode(paths: Sequence[str | Path], *, size: int | tuple[int, int] | None = 
     height, width = _resolve_size(size, paths)
     folder = Path(cache or default_cache_dir("images")) / _key(paths, masks, (height, width), fit)
     if not (folder / "meta.json").exists():
-        _build(folder, paths, masks, (height, width), fit, workers or cpu_count(), progress)
+        _build(folder, paths, masks, (height, width), fit, workers or cpu_count(), progress, ready or {})
     decoded = _load(folder)
     if decoded.stretched and (folder, "stretched") not in _ANNOUNCED:
         _ANNOUNCED.add((folder, "stretched"))
@@ -188,7 +190,7 @@ def read_image(path: str | Path, size: tuple[int, int], fit: str,
     with open_image(path) as im:
         mask, stretched = (None, None) if mask_path is None else _mask_of(im, mask_path, size, fit)
         _draft(im, size)  # after the mask: draft() changes the image's size
-        return np.asarray(_fit(to_rgb(upright(im)), size, fit, Image.BILINEAR)).transpose(2, 0, 1), mask, stretched
+        return fit_image(to_rgb(upright(im)), size, fit), mask, stretched
 
 
 def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str | Path) -> tuple[np.ndarray, str | None]:
@@ -199,18 +201,28 @@ def read_mask(path: str | Path, size: tuple[int, int], fit: str, image_path: str
 
 
 def _mask_of(image: Image.Image, path: str | Path, size: tuple[int, int], fit: str) -> tuple[np.ndarray, str | None]:
-    """The mask file `path` of the open `image` (before any draft), resized with nearest neighbour so labels stay
-    labels. A mask of another size than its image is stretched onto it (said in the second value), as the
-    course challenge's cartoons carried one mask file whatever their size."""
+    """The mask file `path` of the open `image` (before any draft), as fit_mask gives it."""
     with open_image(path) as im:
-        mask = to_mask(upright_like(im, image))  # drawn on the stored pixels or on the displayed ones
-        shown = oriented_size(image)
-        stretched = None
-        if mask.size != shown:
-            stretched = "{}x{} onto {}x{}".format(*mask.size, *shown)
-            if fit != "squash":  # squash maps the whole mask onto the whole output, from any size alike
-                mask = mask.resize(shown, Image.NEAREST)
-        return np.asarray(_fit(mask, size, fit, Image.NEAREST))[None], stretched
+        # drawn on the stored pixels or on the displayed ones
+        return fit_mask(to_mask(upright_like(im, image)), oriented_size(image), size, fit)
+
+
+def fit_mask(mask: Image.Image, shown: tuple[int, int], size: tuple[int, int], fit: str) -> tuple[np.ndarray, str | None]:
+    """An upright mask (to_mask) of an image displayed at `shown` (w, h), as the cache stores it: (1, H, W) uint8
+    resized with nearest neighbour so labels stay labels; and how it was stretched onto its image ("208x208
+    onto 250x180"), for a mask of another size than its image (None otherwise): the course challenge's
+    cartoons carried one mask file whatever their size."""
+    stretched = None
+    if mask.size != shown:
+        stretched = "{}x{} onto {}x{}".format(*mask.size, *shown)
+        if fit != "squash":  # squash maps the whole mask onto the whole output, from any size alike
+            mask = mask.resize(shown, Image.NEAREST)
+    return np.asarray(_fit(mask, size, fit, Image.NEAREST))[None], stretched
+
+
+def fit_image(image: Image.Image, size: tuple[int, int], fit: str) -> np.ndarray:
+    """An upright RGB image (to_rgb), not drafted, as the cache stores it: (3, H, W) uint8."""
+    return np.asarray(_fit(image, size, fit, Image.BILINEAR)).transpose(2, 0, 1)
 
 
 def read_jpegs(paths: Sequence[str], size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -261,6 +273,8 @@ def _decode_chunk(start: int) -> tuple[int, list[str], list[tuple[int, str]]]:
     masks = np.load(job["masks"], mmap_mode="r+").view(np.ndarray) if job["masks"] else None
     fast = read_jpegs(job["paths"][start:stop], job["size"])
     for i in range(start, stop):
+        if i in job["ready"]:
+            continue
         path, mask_path = job["paths"][i], job["mask_paths"][i] if masks is not None else None
         try:
             if i - start in fast:
@@ -282,18 +296,28 @@ def _decode_chunk(start: int) -> tuple[int, list[str], list[tuple[int, str]]]:
     return stop - start, errors, stretched
 
 
-def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) -> None:
+def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool, ready: dict) -> None:
     tmp = folder.with_name(folder.name + f".partial{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     n, (h, w) = len(paths), size
-    job = {"paths": paths, "mask_paths": masks, "size": size, "fit": fit,
+    job = {"paths": paths, "mask_paths": masks, "size": size, "fit": fit, "ready": set(ready),
            "images": str(tmp / "images.npy"), "masks": str(tmp / "masks.npy") if masks else None}
-    np.lib.format.open_memmap(job["images"], mode="w+", dtype=np.uint8, shape=(n, 3, h, w)).flush()
-    if masks:
-        np.lib.format.open_memmap(job["masks"], mode="w+", dtype=np.uint8, shape=(n, 1, h, w)).flush()
     started, errors, stretched = time.perf_counter(), [], []
-    starts = range(0, n, CHUNK)
+    images = np.lib.format.open_memmap(job["images"], mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+    decoded = np.lib.format.open_memmap(job["masks"], mode="w+", dtype=np.uint8, shape=(n, 1, h, w)) if masks else None
+    for row, (image, mask, how) in ready.items():  # decoded on the way by another reader of the files
+        images[row] = image
+        if decoded is not None and mask is not None:
+            decoded[row] = mask
+        stretched += [(row, how)] if how else []
+    images.flush()
+    del images
+    if decoded is not None:
+        decoded.flush()
+        del decoded
+    starts = [s for s in range(0, n, CHUNK) if any(i not in ready for i in range(s, min(s + CHUNK, n)))]
     bar = progress_bar(total=n, desc=f"decoding {n} images to {h}x{w}", unit="img", disable=not progress)
+    bar.update(n - sum(min(CHUNK, n - s) for s in starts))  # whole chunks decoded already
     workers = min(workers, len(starts))
     try:
         if workers <= 1:
@@ -322,8 +346,12 @@ def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool) 
         shutil.rmtree(tmp)
     else:
         tmp.rename(folder)
-    print(f"decoded {n} images in {seconds:.1f} s ({n / seconds:.0f} images/s) into {folder}")
-
+    if ready:
+        read = n - len(ready)
+        print(f"decoded {n} images into {folder}: {len(ready)} while cutting their tiles"
+              + (f", {read} more in {seconds:.1f} s" if read else ""))
+    else:
+        print(f"decoded {n} images in {seconds:.1f} s ({n / max(seconds, 1e-6):.0f} images/s) into {folder}")
 
 def _consume(results, bar, errors, stretched) -> None:
     for count, failed, stretched_here in results:

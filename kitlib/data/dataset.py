@@ -25,7 +25,7 @@ from kitlib.data.columns import clean_cells
 from kitlib.data.layouts import Competition, load_competition
 from kitlib.data.masks import choose_masks
 from kitlib.data.splits import holdout, stratified_folds
-from kitlib.data.tiles import TileSpec, Tiles, build_tiles
+from kitlib.data.tiles import TileSpec, Tiles, cut_tiles
 from kitlib.errors import KitError
 from kitlib.files import read_csv_lines
 from kitlib.runtime import pick_device
@@ -192,8 +192,11 @@ def prepare(competition: Competition, *, size: int | tuple[int, int] | None = No
         is_val = is_val[samples["sample_index"].isin(kept["sample_index"]).to_numpy()]
         samples = kept
         targets = _targets(samples, competition.classes)
-    decoded = decode_table(samples, size=size, fit=fit, progress=progress)
-    cut = None if tiles is None else build_tiles(samples["image"], samples["mask"], tiles, progress=progress)
+    # slides: the tiles first, whose reading at native resolution also decodes each image at `size` on the way
+    small = None if tiles is None or size is None else ((size, size) if isinstance(size, int) else tuple(size), fit)
+    cut, ready = (None, {}) if tiles is None else cut_tiles(samples["image"], samples["mask"], tiles, thumbnail=small,
+                                                           progress=progress)
+    decoded = decode_table(samples, size=size, fit=fit, progress=progress, ready=ready)
     return TrainingData(
         classes=list(competition.classes), ids=list(samples["sample_index"]),
         images=decoded.images, masks=decoded.masks, targets=torch.from_numpy(targets), **_index_lists(is_val),

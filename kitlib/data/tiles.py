@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kitlib.data.cache import files_key, to_mask, to_rgb, total_ram
+from kitlib.data.cache import files_key, fit_image, fit_mask, to_mask, to_rgb, total_ram
 from kitlib.data.images import open_image, oriented_size, upright, upright_like
 from kitlib.errors import KitError
 from kitlib.progress import progress_bar
@@ -259,38 +259,45 @@ def _crops(pixels: np.ndarray, mask: np.ndarray | None, spec: TileSpec) -> dict:
             "positions": [np.zeros((1, 2), np.int32) for _ in pieces]}
 
 
-def _read(image_path: str, mask_path: str | None, spec: TileSpec) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """(H, W, 3) uint8 pixels at spec.scale, the (H, W) bool mask or None, and whether the mask was not binary.
+def _read(image_path: str, mask_path: str | None, spec: TileSpec,
+          thumbnail: tuple[tuple[int, int], str] | None = None) -> tuple[np.ndarray, np.ndarray | None, bool, tuple | None]:
+    """(H, W, 3) uint8 pixels at spec.scale, the (H, W) bool mask or None, whether the mask was not binary, and
+    the image decoded at `thumbnail` ((H, W) size, fit) as the decoded-image cache stores it (kitlib.data.cache
+    read_image: image, mask, stretched), or None when not asked for or when a JPEG would decode otherwise there.
     The image file is opened once: its mask needs its EXIF orientation, which Pillow finds in a PNG only by
-    decoding all of it. A mask of another size than its image is stretched onto it (the decoded-image cache
-    says so: kitlib.data.cache)."""
-    mask = None
+    decoding all of it. A mask of another size than its image is stretched onto it (the cache says so)."""
+    mask = small = None
     with open_image(image_path) as im:
         size = oriented_size(im)
         target = (max(1, round(size[0] * spec.scale)), max(1, round(size[1] * spec.scale)))
         if mask_path is not None:
             with open_image(mask_path) as m:
-                mask = to_mask(upright_like(m, im))  # drawn on the stored pixels or on the displayed ones
-                mask = mask.resize(target, Image.NEAREST) if mask.size != target else mask.copy()
-        if im.format == "JPEG" and spec.scale <= 0.5:  # decode at a reduced scale right away (after the mask)
+                mask = to_mask(upright_like(m, im)).copy()  # drawn on the stored pixels or on the displayed ones
+        jpeg = im.format == "JPEG"
+        if jpeg and spec.scale <= 0.5:  # decode at a reduced scale right away (after the mask)
             im.draft("RGB", target if size == im.size else target[::-1])
         image = to_rgb(upright(im))
+        if thumbnail is not None and not jpeg:  # the cache drafts large JPEGs: those it decodes itself
+            fitted, stretched = fit_mask(mask, size, *thumbnail) if mask is not None else (None, None)
+            small = (fit_image(image, *thumbnail), fitted, stretched)
         if image.size != target:
             image = image.resize(target, Image.BILINEAR, reducing_gap=3.0)
         pixels = np.asarray(image)
     if mask is None:
-        return pixels, None, False
-    binary, graded = _binary(np.asarray(mask))
-    return pixels, binary, graded
+        return pixels, None, False, small
+    binary, graded = _binary(np.asarray(mask.resize(target, Image.NEAREST) if mask.size != target else mask))
+    return pixels, binary, graded, small
 
 
-def cut_image(image_path: str, mask_path: str | None, spec: TileSpec) -> dict:
-    """Every tile of one image: pieces (h, w, 3) uint8, origins, grid (piece, y, x), coverage, positions, status.
+def cut_image(image_path: str, mask_path: str | None, spec: TileSpec,
+              thumbnail: tuple[tuple[int, int], str] | None = None) -> dict:
+    """Every tile of one image: pieces (h, w, 3) uint8, origins, grid (piece, y, x), coverage, positions, status;
+    and `thumbnail`: the image decoded at ((H, W), fit) on the way (see _read; None if not asked or a JPEG).
 
     `status` is one of STATUSES; `graded` says the mask had more than two values (thresholded at half
     its largest). Raises KitError for unreadable files.
     """
-    pixels, mask, graded = _read(image_path, mask_path, spec)
+    pixels, mask, graded, small = _read(image_path, mask_path, spec, thumbnail)
     status = "no mask"
     if mask is not None:
         mask = _drop_specks(mask, spec.min_area * spec.size * spec.size)
@@ -298,7 +305,7 @@ def cut_image(image_path: str, mask_path: str | None, spec: TileSpec) -> dict:
         status = "empty mask" if share == 0 else "full mask" if share >= 0.99 else "mask"
     use = mask if status == "mask" else None
     cut = _crops(pixels, use, spec) if spec.mode == "crop" else _windows(pixels, use, spec)
-    return {**cut, "status": status, "graded": graded, "size": pixels.shape[:2]}
+    return {**cut, "status": status, "graded": graded, "size": pixels.shape[:2], "thumbnail": small}
 
 
 # --------------------------------------------------------------------------------------------- many images, cached
@@ -350,16 +357,17 @@ def _init_worker(job: dict) -> None:
     _JOB.update(job)
 
 
-def _build_one(i: int) -> tuple[int, str | None]:
-    """Cut image i of the job into its cache file; (i, the error message or None)."""
+def _build_one(i: int) -> tuple[int, str | None, tuple | None]:
+    """Cut image i of the job into its cache file; (i, the error message or None, its thumbnail or None)."""
     image, mask, spec = _JOB["images"][i], _JOB["masks"][i], _JOB["spec"]
     try:
-        _save_entry(_entry_file(image, mask, spec), cut_image(image, mask, spec))
+        cut = cut_image(image, mask, spec, _JOB["thumbnail"])
+        _save_entry(_entry_file(image, mask, spec), cut)
     except KitError as error:
-        return i, str(error)
+        return i, str(error), None
     except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for broken files
-        return i, f"{image}: {error}"
-    return i, None
+        return i, f"{image}: {error}", None
+    return i, None, cut["thumbnail"]
 
 
 @dataclass(frozen=True)
@@ -468,13 +476,21 @@ def build_tiles(images: Sequence[str | Path], masks: Sequence[str | Path | None]
     Raises KitError listing the files that could not be read. A mask of another size than its image is
     stretched onto it.
     """
+    return cut_tiles(images, masks, spec, workers=workers, progress=progress)[0]
+
+
+def cut_tiles(images: Sequence[str | Path], masks: Sequence[str | Path | None] | None, spec: TileSpec, *,
+              thumbnail: tuple[tuple[int, int], str] | None = None, workers: int | None = None,
+              progress: bool = True) -> tuple[Tiles, dict[int, tuple]]:
+    """build_tiles, and {row: (image, mask, stretched)}: the images it had to read (not cached) decoded on the way
+    at `thumbnail` ((H, W), fit) exactly as the decoded-image cache would (kitlib.data.cache.decode's `ready`),
+    so that slides are read once, not twice. JPEGs are left out (the cache decodes large ones at reduced scale)."""
     images = [os.fspath(p) for p in images]
     masks = [None] * len(images) if masks is None else list(masks)
     masks = [os.fspath(m) if isinstance(m, (str, Path)) else None for m in masks]
     started = time.perf_counter()
     todo = [i for i, (im, m) in enumerate(zip(images, masks)) if not _entry_file(im, m, spec).exists()]
-    if todo:
-        _cut_all(images, masks, spec, todo, workers or cpu_count(), progress)
+    thumbnails = _cut_all(images, masks, spec, todo, workers or cpu_count(), progress, thumbnail) if todo else {}
     files = [_entry_file(im, m, spec) for im, m in zip(images, masks)]
     mapped = sum(f.with_suffix(".npy").stat().st_size for f in files) > total_ram() // 2
     entries = [_load_entry(f, mapped) for f in files]
@@ -483,27 +499,28 @@ def build_tiles(images: Sequence[str | Path], masks: Sequence[str | Path | None]
     tiles = _assemble(entries, spec, images)
     graded = sum(e["graded"] for e in entries)
     _report(tiles, graded, len(todo), time.perf_counter() - started)
-    return tiles
+    return tiles, thumbnails
 
 
-def _cut_all(images, masks, spec, todo, workers, progress) -> None:
-    job = {"images": images, "masks": masks, "spec": spec}
-    errors = []
+def _cut_all(images, masks, spec, todo, workers, progress, thumbnail) -> dict[int, tuple]:
+    job = {"images": images, "masks": masks, "spec": spec, "thumbnail": thumbnail}
+    errors, thumbnails = [], {}
     bar = progress_bar(total=len(todo), desc=f"cutting {spec.size} px {spec.mode} from {len(todo)} images",
                        unit="img", disable=not progress)
     try:
         if workers <= 1 or len(todo) < 4:
             _init_worker(job)
-            results = map(_build_one, todo)
-            for _, error in results:
+            for i, error, small in map(_build_one, todo):
                 bar.update()
                 errors += [error] if error else []
+                thumbnails.update({i: small} if small is not None else {})
         else:
             context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
             with context.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(job,)) as pool:
-                for _, error in pool.imap_unordered(_build_one, todo):
+                for i, error, small in pool.imap_unordered(_build_one, todo):
                     bar.update()
                     errors += [error] if error else []
+                    thumbnails.update({i: small} if small is not None else {})
     finally:
         bar.close()
         _JOB.clear()
@@ -512,6 +529,7 @@ def _cut_all(images, masks, spec, todo, workers, progress) -> None:
             raise KitError(errors[0])
         raise KitError(f"{len(errors)} image(s) could not be cut into tiles: {'; '.join(sorted(errors)[:3])}"
                        f"{' ...' if len(errors) > 3 else ''}")
+    return thumbnails
 
 
 def _assemble(entries: list[dict], spec: TileSpec, sources: list[str]) -> Tiles:
