@@ -5,9 +5,9 @@
 Writes a course-like competition into a temporary folder: `--slides` slides of 1,100-1,700 x 900-1,400 px
 (PNGs of stained tissue, bench/defects.py), each with a binary mask file of its size. Then, each in a
 fresh process and with an empty cache, interleaved A B A B ...:
-- kit: what `all` does before training on slides (kitlib.data.prepare): the 64 px tiles at native
-  resolution (kitlib.data.tiles) and the 64 px images and masks that the audit and the figures read
-  (kitlib.data.cache);
+- kit: what `all` does before training on slides (kitlib.data.prepare_for, masks tiles): the images' sizes,
+  the 64 px tiles at native resolution (kitlib.data.tiles) and the 64 px images and masks that the audit
+  and the figures read (kitlib.data.cache);
 - baseline (with `--baseline`): the same from another checkout of the kit;
 - plain: bench/plain_tiles.py's `tiles()` over every slide (PIL, one process): the tiles only.
 Reported: seconds (median over rounds) and slides/s.
@@ -35,11 +35,11 @@ KIT = """
 import sys, time
 import torch
 torch.set_num_threads(2)
-from kitlib.data import load_competition, prepare
-from kitlib.data.tiles import TileSpec
+from kitlib.data import load_competition, prepare_for
+from kitlib.train import TrainConfig
 competition = load_competition(sys.argv[1])
 started = time.perf_counter()
-prepare(competition, size=64, tiles=TileSpec(size=64), mask_mode="tiles", val_fraction=0, progress=False)
+prepare_for(competition, TrainConfig(masks="tiles", device="cpu", progress=False))
 print("SECONDS", time.perf_counter() - started)
 """
 

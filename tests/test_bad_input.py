@@ -23,6 +23,7 @@ from builders import csv_competition, imagefolder_competition, png, snapshot, ti
 from kitlib import metrics
 from kitlib.__main__ import build_parser, main
 from kitlib.data import cache, eda, load_competition, tiles
+from kitlib.data import images as image_files
 from kitlib.data.dataset import apply_decisions
 from kitlib.errors import KitError
 from kitlib.files import file_kind, read_csv_strings
@@ -513,3 +514,23 @@ def test_notebooks_take_the_columns_in_setup(tmp_path, monkeypatch):
     env = notebook.setup(data=root, id_column="isic")
     assert env.columns == {"id_column": "isic", "label_column": "melanoma"}
     assert load_competition(env.data, **env.columns).classes == ["0", "1"]
+
+
+@pytest.mark.parametrize("where", ["before the pixels", "after the pixels", "none"])
+def test_a_png_orientation_is_read_without_decoding_its_pixels(tmp_path, where):
+    # libpng may write eXIf after IDAT, where Pillow's getexif() finds it only by decoding the whole image
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "slide.png"
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(path, exif=exif if where == "before the pixels" else None)
+    if where == "after the pixels":
+        data = path.read_bytes()
+        body = exif.tobytes()[6:]  # without the "Exif\0\0" header, as PNG stores it
+        chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+        path.write_bytes(data[:-12] + chunk + data[-12:])  # before IEND
+    with image_files.open_image(path) as im:
+        assert image_files.orientation(im) == (1 if where == "none" else 6)
+        assert image_files.oriented_size(im) == ((48, 32) if where == "none" else (32, 48))
+        assert im.tile  # its pixels not decoded yet
+    with Image.open(path) as im:
+        assert int(im.getexif().get(0x0112, 1)) == (1 if where == "none" else 6)  # as Pillow reads it
