@@ -48,20 +48,14 @@ import sys, time
 from pathlib import Path
 import numpy as np
 from PIL import Image
-T, STRIDE = 64, 32
-def tiles(path):  # bench/plain_tiles.py's tiles()
-    image = np.asarray(Image.open(path).convert("RGB"))
-    mask = np.asarray(Image.open(path.replace("img_", "mask_")).convert("L")) > 127
-    found, every = [], []
-    for y in range(0, image.shape[0] - T + 1, STRIDE):
-        for x in range(0, image.shape[1] - T + 1, STRIDE):
-            every.append(image[y:y + T, x:x + T])
-            if mask[y:y + T, x:x + T].mean() >= 0.5:
-                found.append(image[y:y + T, x:x + T])
-    return np.stack(found or every)
+source = Path(sys.argv[2]).read_text()  # bench/plain_tiles.py: its tile size and its tiles() function, as written
+for first, end in (("T, STRIDE =", "\\n"), ("def tiles(", "\\n\\n\\n")):
+    start = source.index(first)
+    exec(source[start:source.index(end, start)])
+root = sys.argv[1]
 started = time.perf_counter()
-for path in sorted(str(p) for p in Path(sys.argv[1], "train_data").glob("img_*.png")):
-    tiles(path)
+for path in sorted(Path(root, "train_data").glob("img_*.png")):
+    tiles(path.name, "train_data")
 print("SECONDS", time.perf_counter() - started)
 """
 
@@ -91,7 +85,8 @@ def seconds(code: str, folder: Path, checkout: Path) -> float:
     """Run `code` on `folder` in a fresh process importing kitlib from `checkout`, with an empty cache."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "PYTHONPATH": str(checkout), "KIT_CACHE_DIR": cache}
-        out = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, cwd=cache, check=True,
+        out = subprocess.run([sys.executable, "-c", code, str(folder), str(ROOT / "bench" / "plain_tiles.py")],
+                             env=env, cwd=cache, check=True,
                              capture_output=True, text=True).stdout
     return float(next(line for line in out.splitlines() if line.startswith("SECONDS")).split()[1])
 
