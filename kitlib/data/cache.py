@@ -353,6 +353,7 @@ def _build(folder: Path, paths, masks, size, fit, workers: int, progress: bool, 
     else:
         print(f"decoded {n} images in {seconds:.1f} s ({n / max(seconds, 1e-6):.0f} images/s) into {folder}")
 
+
 def _consume(results, bar, errors, stretched) -> None:
     for count, failed, stretched_here in results:
         bar.update(count)

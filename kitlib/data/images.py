@@ -58,7 +58,8 @@ def orientation(im: Image.Image) -> int:
     For a PNG whose EXIF does not precede its pixels, Pillow's getexif() decodes the whole image to look
     for it (~25 ms for a 1,500 px slide); the kit skips from chunk to chunk instead (png_exif)."""
     try:
-        if im.format == "PNG" and "exif" not in im.info and getattr(im, "filename", ""):
+        # (EXIF in ImageMagick's text profile: Pillow's own way)
+        if im.format == "PNG" and not {"exif", "Raw profile type exif"} & set(im.info) and getattr(im, "filename", ""):
             data = png_exif(im.filename)
             if data is None:
                 return 1
