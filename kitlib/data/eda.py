@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from kitlib.data.cache import decode_table  # noqa: E402
 from kitlib.data.dataset import AUTO_DECODE_CAP  # noqa: E402
@@ -178,8 +179,10 @@ def plot_tiles(competition: Competition, spec: TileSpec, path: Path, *, per_clas
     for row, (n, (_, sample)) in enumerate(zip(range(len(picked)), picked.iterrows())):
         ax = fig.add_subplot(grid[row, :2])
         with open_image(sample["image"]) as im, open_image(sample["mask"]) as m:
-            ax.imshow(np.asarray(upright(im).convert("RGB")))
-            _outline(ax, np.asarray(upright_like(m, im).convert("L")) > 0)
+            picture = upright(im).convert("RGB")
+            ax.imshow(np.asarray(picture))
+            mask = upright_like(m, im).convert("L")  # stretched onto its image if another size, as the tiles are
+            _outline(ax, np.asarray(mask.resize(picture.size, Image.NEAREST) if mask.size != picture.size else mask) > 0)
         rows = tiles.tiles_of(torch.tensor([n]))
         scale = 1 / spec.scale
         for piece, y, x in tiles.grid[rows].tolist():
