@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "images, the full audit also its mislabeled suspects (RUN/dropped.csv); report: the quick "
                             "audit, nothing dropped; none: no audit; auto (default): quick with --time-budget, full "
                             "without one (fold models trained inside a budget were too weak to be worth their "
-                            "time, measured on a CPU)")
+                            "time, measured on a CPU). After a quick audit the final model's first cycle still "
+                            "lists mislabeled suspects in RUN/suspects.csv, without dropping them")
     everything.add_argument("--audit-folds", type=int, default=DEFAULT_FOLDS, metavar="K",
                             help="fold models of a full audit")
     everything.set_defaults(run=cmd_all)

@@ -148,7 +148,8 @@ def test_a_mask_of_another_size_is_stretched_onto_its_image_and_said(tmp_path, c
     decoded = cache.decode(images, size=3, mask_paths=[tmp_path / "mask_0.png"] * 2, progress=False)
     assert decoded.stretched == {1: "6x6 onto 8x4"}
     assert decoded.masks[0, 0, :, 0].tolist() == [255, 255, 0] and torch.equal(decoded.masks[0], decoded.masks[1])
-    assert "masks: 1 not the size of their image, each stretched onto it: mask_0.png (6x6 onto 8x4)" in \
+    assert "masks: 1 not the size of their image, each stretched onto it: " \
+        f"{tmp_path.name}/mask_0.png (6x6 onto 8x4)" in \
         capsys.readouterr().out
     assert cache.decode(images, size=3, mask_paths=[tmp_path / "mask_0.png"] * 2, progress=False).stretched == \
         {1: "6x6 onto 8x4"}  # kept in the cache's meta.json

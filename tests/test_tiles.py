@@ -95,7 +95,10 @@ def test_tiles_are_cached_per_image_and_memory_mapped_when_large(tmp_path, monke
     monkeypatch.setattr(tiling, "total_ram", lambda: 100)  # pretend the machine has 100 bytes
     again = build_tiles([image], [mask_file], TileSpec(size=64), progress=False)
     out = capsys.readouterr().out
-    assert "0 images cut" in out and "memory-mapped from the cache" in out
+    assert "tiles: 1 of 64 px" not in out and "memory-mapped from the cache" in out  # described once a process
+    monkeypatch.setattr(tiling, "_ANNOUNCED", set())  # as a new process finds it
+    build_tiles([image], [mask_file], TileSpec(size=64), progress=False)
+    assert "0 images cut" in capsys.readouterr().out
     assert torch.equal(first.cut(torch.arange(len(first))), again.cut(torch.arange(len(again))))
 
 
@@ -297,9 +300,11 @@ def test_images_of_any_size_sharing_one_mask_file_are_one_group_and_listed(tmp_p
     Image.open(test_mask).resize((95, 75)).save(test_mask)
     assert main(["audit", str(root), "--out", str(tmp_path / "audit"), "--folds", "0"]) == 0
     out = capsys.readouterr().out  # img_0002 keeps the slide's size: its mask fits
-    assert "masks: 2 not the size of their image, each stretched onto it: mask_0001.png (190x150 onto 170x120), " \
-           "mask_0003.png (190x150 onto 120x120) (the audit lists them in checks.csv as mask_size)" in out
-    assert "masks: 1 not the size of their image, each stretched onto it: mask_0000.png (95x75 onto 190x150)" in out
+    assert "masks: 2 not the size of their image, each stretched onto it: train_data/mask_0001.png (190x150 onto 170x120), " \
+           "train_data/mask_0003.png (190x150 onto 120x120) (the audit lists them in checks.csv as mask_size)" in out
+    assert "masks: 1 not the size of their image, each stretched onto it: test_data/mask_0000.png (95x75 onto 190x150)" in out
+    # train and test, each said once (the test set's tiles are cut in the audit, for the prediction)
+    assert sum(line.startswith("tiles: ") and " px (tiles) from " in line for line in out.splitlines()) == 2
     checks = pd.read_csv(tmp_path / "audit" / "checks.csv", dtype=str, keep_default_na=False)
     assert checks.loc[checks["check"] == "mask_size", ["set", "sample_index"]].values.tolist() == [
         ["train", "img_0001.png"], ["train", "img_0003.png"], ["test", test_mask.name.replace("mask_", "img_")]]

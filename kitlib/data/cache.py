@@ -81,7 +81,8 @@ def decode(paths: Sequence[str | Path], *, size: int | tuple[int, int] | None = 
     decoded = _load(folder)
     if decoded.stretched and (folder, "stretched") not in _ANNOUNCED:
         _ANNOUNCED.add((folder, "stretched"))
-        named = ", ".join(f"{Path(masks[r]).name} ({how})" for r, how in list(decoded.stretched.items())[:3])
+        named = ", ".join(f"{Path(masks[r]).parent.name}/{Path(masks[r]).name} ({how})"
+                          for r, how in list(decoded.stretched.items())[:3])
         print(f"masks: {len(decoded.stretched)} not the size of their image, each stretched onto it: {named}"
               f"{' ...' if len(decoded.stretched) > 3 else ''} (the audit lists them in checks.csv as mask_size)")
     return decoded

@@ -548,8 +548,17 @@ def _assemble(entries: list[dict], spec: TileSpec, sources: list[str]) -> Tiles:
                  torch.cat(coverage), positions, [e["status"] for e in entries], list(sources))
 
 
+_ANNOUNCED: set = set()
+"""(spec, images) whose tiles this process has described (`all` loads the test set's twice: for the audit's
+checks and for prediction; said once, unless images were cut)."""
+
+
 def _report(tiles: Tiles, graded: int, cut: int, seconds: float) -> None:
     """One line: tiles, per image, memory, fallbacks; and the thresholded masks."""
+    key = (json.dumps(tiles.spec.to_dict(), sort_keys=True), hash(tuple(tiles.sources)))
+    if key in _ANNOUNCED and not cut:
+        return
+    _ANNOUNCED.add(key)
     counts = tiles.counts().float()
     falls = tiles.fallbacks()
     kinds = {s: sum(1 for _, k in falls if k == s) for s in STATUSES[1:]}
