@@ -61,5 +61,5 @@ def choose_masks(mode: str, competition: Competition, training_size: int) -> tup
                          f"longer side ({side} px) is {ratio:.1f}x the training size ({training_size} px): tiles of "
                          f"{training_size} px are cut at native resolution inside the masks (--masks ignore trains "
                          "on whole images)")
-    return "ignore", (f"the images' median longer side ({side} px) is only {ratio:.1f}x the training size "
+    return "ignore", (f"the images' median longer side ({side} px) is only {ratio:.1f}x the largest training size "
                       f"({training_size} px): whole images are used (--masks tiles cuts tiles inside the masks)")
